@@ -1,0 +1,97 @@
+"""Command line entry point: `ml-workload-exporter` / `python -m exporter`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from exporter import __version__, catalogue, config
+from exporter.health import HealthRegistry
+from exporter.server import make_app
+from exporter.kube import KubeClient, KubeConfigError, load_configuration
+from exporter.sources import WatchSource
+from exporter.sources.training import TrainingSource
+from exporter.store import Store
+from exporter.watch import NAMESPACES, NamespaceScope, Reflector, WatchSettings
+
+log = logging.getLogger("exporter")
+
+SOURCES: dict[str, type[WatchSource]] = {"training": TrainingSource}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--version" in argv:
+        print(f"ml-workload-exporter {__version__}")
+        return 0
+    try:
+        cfg = config.load(argv)
+    except config.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"ml-workload-exporter: configuration error: {problem}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if cfg.role == "node":
+        print("ml-workload-exporter: --role node is not available in this version yet", file=sys.stderr)
+        return 2
+    try:
+        kube_configuration = load_configuration(cfg.kubeconfig, cfg.kube_context)
+    except KubeConfigError as exc:
+        print(f"ml-workload-exporter: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run_cluster(cfg, kube_configuration))
+    except OSError as exc:  # e.g. the listen address is taken
+        print(f"ml-workload-exporter: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def run_cluster(cfg: config.Config, kube_configuration: Any) -> None:
+    store = Store(catalogue.FAMILIES)
+    registry = HealthRegistry(cfg.role)
+    settings = WatchSettings(
+        page_size=cfg.watch_page_size, watch_timeout=cfg.watch_timeout, absent_retry=cfg.watch_absent_retry
+    )
+    client = KubeClient(kube_configuration)
+    scope = NamespaceScope(list(cfg.namespaces or ()), cfg.namespace_selector)
+    tasks: list[asyncio.Task[None]] = []
+    if cfg.namespace_selector:
+        ns_health = registry.source("namespaces").resource("namespaces")
+        namespace_reflector = Reflector(
+            client, NAMESPACES, scope, ns_health, settings, label_selector=cfg.namespace_selector
+        )
+        scope.ready = namespace_reflector.synced  # sources start once the namespace set is known
+        tasks.append(asyncio.create_task(namespace_reflector.run()))
+    sources = [SOURCES[name](store, registry, client, scope, settings) for name in cfg.sources]
+
+    runner = web.AppRunner(make_app(store, registry, cfg.web_telemetry_path), access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = cfg.web_listen_address
+    await web.TCPSite(runner, host, port).start()
+    log.info("serving on %s:%d%s against %s", host, port, cfg.web_telemetry_path, client.host)
+
+    tasks.extend(asyncio.create_task(source.run(), name=source.name) for source in sources)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()
+        await client.close()
+

@@ -1,0 +1,236 @@
+"""Configuration from flags, environment variables and an optional YAML file.
+
+Precedence: flag > environment variable > file > default. Every option has an
+environment twin: `ML_EXPORTER_` + the flag name upper-cased with `.`/`-` as `_`
+(`--web.listen-address` -> `ML_EXPORTER_WEB_LISTEN_ADDRESS`). The file uses the
+flag names as keys. All problems are collected and reported together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+ROLES = ("cluster", "node")
+CLUSTER_SOURCES = ("training",)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_LABEL_KEY = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_SELECTOR_TERM = re.compile(
+    rf"^\s*(!?{_LABEL_KEY}|{_LABEL_KEY}\s*(==?|!=)\s*[-A-Za-z0-9_.]*|{_LABEL_KEY}\s+(in|notin)\s+\([^()]*\))\s*$"
+)
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def _listen_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:9835 or :9835)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/") or value in ("/healthz", "/readyz"):
+        raise ValueError(f"{value!r} must start with '/' and not be /healthz or /readyz")
+    return value
+
+
+def _choice(options: Sequence[str]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"{value!r} is not one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _csv_choice(options: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    def parse(value: str) -> tuple[str, ...]:
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        unknown = [v for v in items if v not in options]
+        if unknown or not items:
+            raise ValueError(f"unknown source(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(options)}")
+        return items
+
+    return parse
+
+
+def _namespaces(value: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in items if not _NAMESPACE.match(v) or len(v) > 63]
+    if bad:
+        raise ValueError(f"not namespace names: {', '.join(bad)}")
+    return items
+
+
+def _selector(value: str) -> str:
+    terms = re.split(r",(?![^()]*\))", value)
+    bad = [t for t in terms if not _SELECTOR_TERM.match(t)]
+    if bad or not value.strip():
+        raise ValueError(f"not a label selector: {value!r}")
+    return value.strip()
+
+
+def _seconds(minimum: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value.rstrip("s"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number of seconds") from None
+        if number < minimum:
+            raise ValueError(f"{value!r} is below the minimum {minimum}")
+        return number
+
+    return parse
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{value!r} is not a positive integer")
+    return int(value)
+
+
+def _file(value: str) -> str:
+    if not os.path.isfile(value):
+        raise ValueError(f"{value!r}: no such file")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[str], Any]
+    default: str | None
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "ML_EXPORTER_" + re.sub(r"[.-]", "_", self.name).upper()
+
+    @property
+    def attr(self) -> str:
+        return re.sub(r"[.-]", "_", self.name)
+
+
+OPTIONS = (
+    Option("role", _choice(ROLES), "cluster", "cluster (watch the Kubernetes API) or node (GPUs via NVML)"),
+    Option("kubeconfig", _file, None, "kubeconfig file; default: in-cluster, else $KUBECONFIG or ~/.kube/config"),
+    Option("kube.context", str, None, "kubeconfig context to use (default: the current context)"),
+    Option("web.listen-address", _listen_address, "0.0.0.0:9835", "address to serve /metrics, /healthz, /readyz"),
+    Option("web.telemetry-path", _path, "/metrics", "path under which to expose metrics"),
+    Option("sources", _csv_choice(CLUSTER_SOURCES), ",".join(CLUSTER_SOURCES), "comma-separated sources to run"),
+    Option("namespaces", _namespaces, None, "comma-separated namespaces to watch (default: all)"),
+    Option(
+        "namespace-selector",
+        _selector,
+        None,
+        "watch only namespaces matching this label selector, e.g. opendatahub.io/dashboard=true",
+    ),
+    Option("watch.page-size", _positive_int, "500", "objects per page of a list request"),
+    Option("watch.timeout", _seconds(1), "300", "server-side watch timeout in seconds (jittered up to 2x)"),
+    Option("watch.absent-retry", _seconds(0.1), "60", "seconds between probes for a resource whose CRD is missing"),
+    Option("log.level", _choice(LOG_LEVELS), "info", "log level"),
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Config:
+    role: str
+    kubeconfig: str | None
+    kube_context: str | None
+    web_listen_address: tuple[str, int]
+    web_telemetry_path: str
+    sources: tuple[str, ...]
+    namespaces: tuple[str, ...] | None
+    namespace_selector: str | None
+    watch_page_size: int
+    watch_timeout: float
+    watch_absent_retry: float
+    log_level: str
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ml-workload-exporter",
+        description="Prometheus exporter for ML workloads on Kubernetes.",
+        epilog="Every flag has an environment twin, e.g. --web.listen-address -> ML_EXPORTER_WEB_LISTEN_ADDRESS.",
+    )
+    parser.add_argument("--config.file", dest="config_file", help="YAML file whose keys are the flag names")
+    for option in OPTIONS:
+        default = f" (default: {option.default})" if option.default else ""
+        parser.add_argument(f"--{option.name}", dest=option.attr, help=option.help + default)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    return parser
+
+
+def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Parse and validate; raises ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    args = argument_parser().parse_args(argv)
+    problems: list[str] = []
+    raw: dict[str, tuple[str, str]] = {}  # name -> (value, where it came from)
+
+    config_file = args.config_file or environ.get("ML_EXPORTER_CONFIG_FILE")
+    if config_file:
+        problems.extend(_read_file(config_file, raw))
+    for option in OPTIONS:
+        if option.env in environ:
+            raw[option.name] = (environ[option.env], f"environment variable {option.env}")
+        flag = getattr(args, option.attr)
+        if flag is not None:
+            raw[option.name] = (flag, f"flag --{option.name}")
+
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        value, where = raw.get(option.name, (option.default, "default"))
+        if value is None:
+            values[option.attr] = None
+            continue
+        try:
+            values[option.attr] = option.parse(value)
+        except ValueError as exc:
+            problems.append(f"{option.name} ({where}): {exc}")
+    if values.get("namespaces") and values.get("namespace_selector"):
+        problems.append("namespaces and namespace-selector: set one of them, not both")
+    if problems:
+        raise ConfigError(problems)
+    return Config(**values)
+
+
+def _read_file(path: str, raw: dict[str, tuple[str, str]]) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        return [f"config.file: cannot read {path}: {exc.strerror}"]
+    except yaml.YAMLError as exc:
+        return [f"config.file {path}: not valid YAML: {' '.join(str(exc).split())}"]
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return [f"config.file {path}: must be a mapping of option names to values"]
+    problems = []
+    for key, value in data.items():
+        if key not in BY_NAME:
+            problems.append(f"{key} (config file {path}): unknown option")
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool) or value is None or isinstance(value, dict):
+            problems.append(f"{key} (config file {path}): expected a string or number, got {value!r}")
+            continue
+        raw[key] = (str(value), f"config file {path}")
+    return problems

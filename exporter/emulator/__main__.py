@@ -1,0 +1,57 @@
+"""`python -m exporter.emulator`: run the emulated cluster until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from aiohttp import web
+
+from exporter.emulator import kubelet, scenario
+from exporter.emulator.apiserver import ApiServer, kubeconfig_for
+
+
+async def serve(args: argparse.Namespace) -> None:
+    objs, _ = scenario.training_scenario() if args.scenario == "training" else ([], None)
+    kinds = {kind for kind, _ in objs} | set(scenario.KINDS.values())
+    api = ApiServer(kinds, token=args.token or None, bookmark_interval=args.bookmark_interval)
+    scenario.load(api, objs)
+    app = api.app()
+    kubelet.add_routes(app, api)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://{args.host}:{port}"
+    if args.kubeconfig_out:
+        with open(args.kubeconfig_out, "w", encoding="utf-8") as handle:
+            handle.write(kubeconfig_for(url, args.token or None))
+    print(f"emulator listening on {url}", flush=True)
+    tasks = [asyncio.create_task(scenario.lifecycle(api, args.lifecycle))] if args.lifecycle else []
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await runner.cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m exporter.emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--scenario", choices=("training", "empty"), default="training")
+    parser.add_argument("--kubeconfig-out", help="write a kubeconfig for the emulator here")
+    parser.add_argument("--token", default="", help="require this bearer token")
+    parser.add_argument("--lifecycle", type=float, default=0.0, help="seconds between demo job steps (0: off)")
+    parser.add_argument("--bookmark-interval", type=float, default=5.0)
+    asyncio.run(serve(parser.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

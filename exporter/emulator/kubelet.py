@@ -1,0 +1,104 @@
+"""A simulated kubelet/GPU-agent scrape target for the emulated cluster's running pods.
+
+`/metrics/cadvisor` serves cAdvisor-shaped container series, `/metrics/nvml` the
+series this project's GPU agent exports, `/metrics/dcgm` NVIDIA dcgm-exporter's
+(utilisation in percent). Rates and levels come from the pods'
+`sim.ml-observability.io/*` annotations; counters grow with wall-clock time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+
+from exporter.emulator.apiserver import ApiServer
+from exporter.emulator.scenario import KINDS, SIM
+from exporter.sources import parse_time
+
+
+def _running_pods(api: ApiServer) -> Iterator[dict[str, Any]]:
+    for pod in api.objects(KINDS["Pod"]):
+        if (pod.get("status") or {}).get("phase") == "Running":
+            yield pod
+
+
+def _gpus(pod: dict[str, Any]) -> list[tuple[str, float, str]]:
+    spec = pod["metadata"].get("annotations", {}).get(SIM + "gpus", "")
+    out = []
+    for item in filter(None, spec.split(",")):
+        uuid, _, rest = item.partition("=")
+        value, _, source = rest.partition("@")
+        out.append((uuid, float(value), source or "nvml"))
+    return out
+
+
+def cadvisor(api: ApiServer, now: float) -> str:
+    lines = ["# TYPE container_cpu_usage_seconds_total counter", "# TYPE container_memory_working_set_bytes gauge"]
+    for pod in _running_pods(api):
+        meta = pod["metadata"]
+        notes = meta.get("annotations", {})
+        if SIM + "cpu-cores" not in notes:
+            continue
+        started = parse_time(pod["status"].get("startTime")) or now
+        cores, memory = float(notes[SIM + "cpu-cores"]), float(notes[SIM + "memory-bytes"])
+        base = f'namespace="{meta["namespace"]}",pod="{meta["name"]}"'
+        cid = f'id="/kubepods/pod{meta["uid"]}'
+        container = pod["spec"]["containers"][0]
+        ctr = f'{base},container="{container["name"]}",image="{container["image"]}",{cid}/c1"'
+        used = cores * max(now - started, 0.0)
+        lines.append(f"container_cpu_usage_seconds_total{{{ctr}}} {used:.3f}")
+        lines.append(f"container_memory_working_set_bytes{{{ctr}}} {memory:.0f}")
+        # The pod-level cgroup and the pause container, which rules must not add in again.
+        lines.append(f'container_cpu_usage_seconds_total{{{base},container="",image="",{cid}"}} {used + 1:.3f}')
+        lines.append(f'container_memory_working_set_bytes{{{base},container="",image="",{cid}"}} {memory:.0f}')
+        lines.append(f'container_cpu_usage_seconds_total{{{base},container="POD",image="pause",{cid}/p"}} 0.5')
+        lines.append(f'container_memory_working_set_bytes{{{base},container="POD",image="pause",{cid}/p"}} 1e6')
+    return "\n".join(lines) + "\n"
+
+
+def nvml(api: ApiServer) -> str:
+    info = ["# TYPE ml_gpu_allocation_info gauge"]
+    util = ["# TYPE ml_gpu_utilization_ratio gauge"]
+    for pod in _running_pods(api):
+        meta, node = pod["metadata"], pod["spec"].get("nodeName", "")
+        for index, (uuid, value, source) in enumerate(_gpus(pod)):
+            if source in ("nvml", "both"):
+                info.append(
+                    f'ml_gpu_allocation_info{{namespace="{meta["namespace"]}",pod="{meta["name"]}",'
+                    f'container="{pod["spec"]["containers"][0]["name"]}",node="{node}",uuid="{uuid}",'
+                    f'resource="nvidia.com/gpu"}} 1'
+                )
+                util.append(f'ml_gpu_utilization_ratio{{node="{node}",gpu="{index}",uuid="{uuid}"}} {value}')
+    return "\n".join(info + util) + "\n"
+
+
+def dcgm(api: ApiServer) -> str:
+    lines = ["# TYPE DCGM_FI_DEV_GPU_UTIL gauge"]
+    for pod in _running_pods(api):
+        meta, node = pod["metadata"], pod["spec"].get("nodeName", "")
+        for index, (uuid, value, source) in enumerate(_gpus(pod)):
+            if source in ("dcgm", "both"):
+                lines.append(
+                    f'DCGM_FI_DEV_GPU_UTIL{{gpu="{index}",UUID="{uuid}",modelName="NVIDIA A100-SXM4-40GB",'
+                    f'Hostname="{node}",namespace="{meta["namespace"]}",pod="{meta["name"]}",'
+                    f'container="{pod["spec"]["containers"][0]["name"]}"}} {value * 100:.0f}'
+                )
+    return "\n".join(lines) + "\n"
+
+
+def add_routes(app: web.Application, api: ApiServer) -> None:
+    async def serve_cadvisor(_: web.Request) -> web.Response:
+        return web.Response(text=cadvisor(api, time.time()))
+
+    async def serve_nvml(_: web.Request) -> web.Response:
+        return web.Response(text=nvml(api))
+
+    async def serve_dcgm(_: web.Request) -> web.Response:
+        return web.Response(text=dcgm(api))
+
+    app.router.add_get("/metrics/cadvisor", serve_cadvisor)
+    app.router.add_get("/metrics/nvml", serve_nvml)
+    app.router.add_get("/metrics/dcgm", serve_dcgm)
