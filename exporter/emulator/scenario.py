@@ -174,7 +174,7 @@ def training_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], Expe
         },
         duration={
             ("team-a", "bert-finetune"): 600, ("team-a", "mnist-tf"): 1800, ("team-a", "allreduce-bench"): 300,
-            ("team-a", "llama-pretrain"): 1200, ("team-b", "resnet-trainjob"): 900, ("team-b", "ray-tune"): 300,
+            ("team-a", "llama-pretrain"): 1200, ("team-b", "resnet-trainjob"): 890, ("team-b", "ray-tune"): 300,
             ("team-b", "jax-sweep"): 1000, ("sandbox", "scratch"): 100,
         },
         cpu_cores={("team-a", "bert-finetune"): 5.0, ("team-a", "llama-pretrain"): 4.0,

@@ -1,0 +1,150 @@
+"""Real processes for the tests: the emulator, the exporter and a Prometheus server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_for(url: str, timeout: float = 20.0, status: int = 200, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} while waiting for {url}")
+        with contextlib.suppress(OSError):
+            if http_get(url, timeout=1)[0] == status:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer {status} within {timeout}s")
+
+
+@contextlib.contextmanager
+def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def emulator(tmp: Path, *extra: str) -> Iterator[tuple[str, Path, float]]:
+    """The emulated cluster with the training scenario: (url, kubeconfig path, scenario start time)."""
+    port = free_port()
+    kubeconfig = tmp / "kubeconfig.yaml"
+    started = time.time()
+    args = [sys.executable, "-m", "exporter.emulator", "--port", str(port), "--kubeconfig-out", str(kubeconfig),
+            "--bookmark-interval", "1", *extra]
+    with process(args, tmp / "emulator.log") as proc:
+        wait_for(f"http://127.0.0.1:{port}/version", proc=proc)
+        yield f"http://127.0.0.1:{port}", kubeconfig, started
+
+
+@contextlib.contextmanager
+def exporter(tmp: Path, kubeconfig: Path, *extra: str) -> Iterator[str]:
+    port = free_port()
+    args = [sys.executable, "-m", "exporter", "--kubeconfig", str(kubeconfig),
+            "--web.listen-address", f"127.0.0.1:{port}", *extra]
+    with process(args, tmp / "exporter.log") as proc:
+        wait_for(f"http://127.0.0.1:{port}/readyz", proc=proc)
+        yield f"http://127.0.0.1:{port}"
+
+
+def fast_rules(tmp: Path, interval: str = "1s", window: str = "5s") -> list[Path]:
+    """The pack's rules on a fast clock: groups every `interval`, rate windows of `window`.
+
+    A test cannot wait 30 s per evaluation or 5 min for a rate window to fill; the
+    promtool tests check the rules with their real intervals and windows.
+    """
+    out = []
+    for path in sorted((ROOT / "recording_rules").glob("*.rules.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        for group in doc["groups"]:
+            group["interval"] = interval
+            for rule in group["rules"]:
+                rule["expr"] = re.sub(r"\[\d+[smh]\]", f"[{window}]", rule["expr"])
+        target = tmp / path.name
+        target.write_text(yaml.safe_dump(doc))
+        out.append(target)
+    return out
+
+
+@contextlib.contextmanager
+def prometheus(tmp: Path, scrape_configs: list[dict[str, Any]], rule_files: list[Path]) -> Iterator[str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise RuntimeError("prometheus not installed: `make test` installs Debian's package")
+    port = free_port()
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+              "rule_files": [str(p) for p in rule_files], "scrape_configs": scrape_configs}
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    args = [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    with process(args, tmp / "prometheus.log") as proc:
+        wait_for(f"http://127.0.0.1:{port}/-/ready", timeout=60, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+
+
+def scrape_job(name: str, url: str, honor_labels: bool, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    parsed = urllib.parse.urlparse(url)
+    target: dict[str, Any] = {"targets": [parsed.netloc]}
+    if labels:
+        target["labels"] = labels
+    return {"job_name": name, "metrics_path": parsed.path or "/metrics", "honor_labels": honor_labels,
+            "static_configs": [target]}
+
+
+def query(prom: str, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+    params = {"query": promql}
+    if at is not None:
+        params["time"] = str(at)
+    status, body = http_get(f"{prom}/api/v1/query?{urllib.parse.urlencode(params)}")
+    data = json.loads(body)
+    if status != 200 or data.get("status") != "success":
+        raise AssertionError(f"query failed ({status}): {promql}\n{data}")
+    return list(data["data"]["result"])
+
+
+def fill_variables(promql: str, values: dict[str, str]) -> str:
+    """Substitute $var / ${var} the way Perses does before sending a query."""
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values[m.group(1) or m.group(2)], promql)
