@@ -20,6 +20,7 @@ from aiohttp import web
 from exporter.emulator.selectors import SelectorError, parse_selector
 from exporter.kube import ResourceKind
 
+CLOSE = "_CLOSE"  # queue sentinel: end the watch stream
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 
 
@@ -131,15 +132,20 @@ class ApiServer:
         self.resource_version += 1
         return self.resource_version
 
-    def _record(self, res: _Resource, event: str, obj: dict[str, Any]) -> None:
+    def _record(self, res: _Resource, event: str, obj: dict[str, Any], previous: dict[str, Any] | None) -> None:
         version = int(obj["metadata"]["resourceVersion"])
         res.history.append((version, event, obj))
         while len(res.history) > self.history_limit:
             dropped = res.history.popleft()
             self.compacted_before = max(self.compacted_before, dropped[0])
         for watcher in res.watchers:
-            if self._visible(watcher.namespace, watcher.matcher, obj):
-                watcher.queue.put_nowait((version, event, obj))
+            now = self._visible(watcher.namespace, watcher.matcher, obj)
+            before = previous is not None and self._visible(watcher.namespace, watcher.matcher, previous)
+            # As the API server does: an object entering a selector is ADDED, one leaving it DELETED.
+            if now:
+                watcher.queue.put_nowait((version, "ADDED" if event == "MODIFIED" and not before else event, obj))
+            elif before and event == "MODIFIED":
+                watcher.queue.put_nowait((version, "DELETED", obj))
 
     @staticmethod
     def _visible(namespace: str | None, matcher: Any, obj: dict[str, Any]) -> bool:
@@ -165,7 +171,7 @@ class ApiServer:
             metadata.setdefault("creationTimestamp", now_rfc3339())
         metadata["resourceVersion"] = str(self._next_version())
         res.objects[key] = obj
-        self._record(res, "MODIFIED" if existing is not None else "ADDED", obj)
+        self._record(res, "MODIFIED" if existing is not None else "ADDED", obj, existing)
         return obj
 
     def patch(self, kind: ResourceKind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +185,7 @@ class ApiServer:
         if obj is not None:
             obj = copy.deepcopy(obj)
             obj["metadata"]["resourceVersion"] = str(self._next_version())
-            self._record(res, "DELETED", obj)
+            self._record(res, "DELETED", obj, None)
         return obj
 
     def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
@@ -187,6 +193,12 @@ class ApiServer:
 
     def objects(self, kind: ResourceKind) -> list[dict[str, Any]]:
         return list(self._resource(kind).objects.values())
+
+    def close_watches(self) -> None:
+        """End every open watch stream now (as an API server restart or a load balancer would)."""
+        for res in self.resources.values():
+            for watcher in res.watchers:
+                watcher.queue.put_nowait((0, CLOSE, {}))
 
     def compact(self) -> None:
         """Forget all history: every watch from an older resourceVersion gets 410 Gone."""
@@ -357,6 +369,8 @@ class ApiServer:
                         await send("BOOKMARK", {"kind": res.kind.kind, "apiVersion": res.kind.api_version,
                                                 "metadata": {"resourceVersion": str(self.resource_version)}})
                     continue
+                if event == CLOSE:
+                    break
                 await send(event, obj)
                 sent += 1
         except (ConnectionResetError, asyncio.CancelledError):

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import shutil
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from exporter import catalogue
+from exporter.emulator.apiserver import ApiServer, kubeconfig_for
+from exporter.health import HealthRegistry
+from exporter.kube import KubeClient, ResourceKind, load_configuration
+from exporter.store import Store
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The suite runs real Prometheus and promtool; a missing binary is a set-up error, not a skip.
+    for binary in ("prometheus", "promtool"):
+        if shutil.which(binary) is None:
+            raise pytest.UsageError(f"{binary} is not installed; `make test` installs Debian's prometheus package")
+
+
+@dataclass
+class Cluster:
+    api: ApiServer
+    url: str
+    kubeconfig: Path
+
+    def client(self) -> KubeClient:
+        return KubeClient(load_configuration(str(self.kubeconfig)))
+
+
+@pytest.fixture
+async def make_cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Cluster]]]:
+    """Start emulated API servers on loopback in the test's event loop."""
+    runners: list[tuple[ApiServer, web.AppRunner]] = []
+
+    async def start(kinds: Iterable[ResourceKind], token: str | None = None, **kwargs: Any) -> Cluster:
+        api = ApiServer(kinds, token=token, **kwargs)
+        runner = web.AppRunner(api.app(), handle_signals=False, shutdown_timeout=1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append((api, runner))
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        kubeconfig = tmp_path / f"kubeconfig-{len(runners)}.yaml"
+        kubeconfig.write_text(kubeconfig_for(url, token))
+        return Cluster(api, url, kubeconfig)
+
+    yield start
+    for api, runner in runners:
+        api.close_watches()
+        await runner.cleanup()
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `predicate` on the event loop until it holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def store() -> Store:
+    return Store(catalogue.FAMILIES)
+
+
+@pytest.fixture
+def registry() -> HealthRegistry:
+    return HealthRegistry("cluster")
