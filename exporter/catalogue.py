@@ -125,7 +125,9 @@ PROCESS_FAMILIES = (
     Family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", ()),
     Family("process_open_fds", "gauge", "Number of open file descriptors.", ()),
     Family("process_max_fds", "gauge", "Maximum number of open file descriptors.", ()),
-    Family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", ()),
+    Family(
+        "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", ()
+    ),
 )
 
 FAMILIES: tuple[Family, ...] = (

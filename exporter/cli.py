@@ -13,8 +13,8 @@ from aiohttp import web
 
 from exporter import __version__, catalogue, config
 from exporter.health import HealthRegistry
-from exporter.server import make_app
 from exporter.kube import KubeClient, KubeConfigError, load_configuration
+from exporter.server import make_app
 from exporter.sources import WatchSource
 from exporter.sources.training import TrainingSource
 from exporter.store import Store
@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ml-workload-exporter: configuration error: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=cfg.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     if cfg.role == "node":
         print("ml-workload-exporter: --role node is not available in this version yet", file=sys.stderr)
@@ -74,7 +76,9 @@ async def run_cluster(cfg: config.Config, kube_configuration: Any) -> None:
         tasks.append(asyncio.create_task(namespace_reflector.run()))
     sources = [SOURCES[name](store, registry, client, scope, settings) for name in cfg.sources]
 
-    runner = web.AppRunner(make_app(store, registry, cfg.web_telemetry_path), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        make_app(store, registry, cfg.web_telemetry_path), access_log=None, handle_signals=False
+    )
     await runner.setup()
     host, port = cfg.web_listen_address
     await web.TCPSite(runner, host, port).start()
@@ -94,4 +98,3 @@ async def run_cluster(cfg: config.Config, kube_configuration: Any) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
         await client.close()
-

@@ -61,7 +61,9 @@ def _csv_choice(options: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
         items = tuple(v.strip() for v in value.split(",") if v.strip())
         unknown = [v for v in items if v not in options]
         if unknown or not items:
-            raise ValueError(f"unknown source(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(options)}")
+            raise ValueError(
+                f"unknown source(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(options)}"
+            )
         return items
 
     return parse
@@ -126,11 +128,17 @@ class Option:
 
 OPTIONS = (
     Option("role", _choice(ROLES), "cluster", "cluster (watch the Kubernetes API) or node (GPUs via NVML)"),
-    Option("kubeconfig", _file, None, "kubeconfig file; default: in-cluster, else $KUBECONFIG or ~/.kube/config"),
+    Option(
+        "kubeconfig", _file, None, "kubeconfig file; default: in-cluster, else $KUBECONFIG or ~/.kube/config"
+    ),
     Option("kube.context", str, None, "kubeconfig context to use (default: the current context)"),
-    Option("web.listen-address", _listen_address, "0.0.0.0:9835", "address to serve /metrics, /healthz, /readyz"),
+    Option(
+        "web.listen-address", _listen_address, "0.0.0.0:9835", "address to serve /metrics, /healthz, /readyz"
+    ),
     Option("web.telemetry-path", _path, "/metrics", "path under which to expose metrics"),
-    Option("sources", _csv_choice(CLUSTER_SOURCES), ",".join(CLUSTER_SOURCES), "comma-separated sources to run"),
+    Option(
+        "sources", _csv_choice(CLUSTER_SOURCES), ",".join(CLUSTER_SOURCES), "comma-separated sources to run"
+    ),
     Option("namespaces", _namespaces, None, "comma-separated namespaces to watch (default: all)"),
     Option(
         "namespace-selector",
@@ -140,7 +148,12 @@ OPTIONS = (
     ),
     Option("watch.page-size", _positive_int, "500", "objects per page of a list request"),
     Option("watch.timeout", _seconds(1), "300", "server-side watch timeout in seconds (jittered up to 2x)"),
-    Option("watch.absent-retry", _seconds(0.1), "60", "seconds between probes for a resource whose CRD is missing"),
+    Option(
+        "watch.absent-retry",
+        _seconds(0.1),
+        "60",
+        "seconds between probes for a resource whose CRD is missing",
+    ),
     Option("log.level", _choice(LOG_LEVELS), "info", "log level"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -166,7 +179,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ml-workload-exporter",
         description="Prometheus exporter for ML workloads on Kubernetes.",
-        epilog="Every flag has an environment twin, e.g. --web.listen-address -> ML_EXPORTER_WEB_LISTEN_ADDRESS.",
+        epilog="Every flag has an environment twin: --web.listen-address -> ML_EXPORTER_WEB_LISTEN_ADDRESS.",
     )
     parser.add_argument("--config.file", dest="config_file", help="YAML file whose keys are the flag names")
     for option in OPTIONS:

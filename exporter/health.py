@@ -75,7 +75,9 @@ class HealthRegistry:
         for src in self.sources:
             lines: dict[Family, list[str]] = {}
 
-            def add(family: Family, values: tuple[str, ...], value: float) -> None:
+            def add(
+                family: Family, values: tuple[str, ...], value: float, lines: dict[Family, list[str]] = lines
+            ) -> None:
                 lines.setdefault(family, []).append(family.sample(values, value))
 
             add(catalogue.SOURCE_UP, (src.name,), 1 if src.up else 0)
@@ -98,7 +100,7 @@ class HealthRegistry:
         process: dict[Family, str] = {}
         for metric in self._process.collect():
             for sample in metric.samples:
-                family = catalogue.BY_NAME.get(sample.name)
-                if family is not None:
-                    process[family] = family.sample((), sample.value)
+                known = catalogue.BY_NAME.get(sample.name)
+                if known is not None:
+                    process[known] = known.sample((), sample.value)
         store.put("_self/process", process)

@@ -68,18 +68,18 @@ def load_configuration(kubeconfig: str | None, context: str | None = None) -> An
         if kubeconfig:
             if not os.path.isfile(kubeconfig):
                 raise KubeConfigError(f"kubeconfig {kubeconfig}: no such file")
-            kube_config.load_kube_config(
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, context=context, client_configuration=configuration
             )
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            kube_config.load_incluster_config(client_configuration=configuration)
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
             default = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config"))
             if not os.path.isfile(default):
                 raise KubeConfigError(
                     "no kubeconfig given (--kubeconfig), none at " + default + ", and not running in a pod"
                 )
-            kube_config.load_kube_config(
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=default, context=context, client_configuration=configuration
             )
     except KubeConfigError:
@@ -118,7 +118,7 @@ class KubeClient:
 
     @property
     def host(self) -> str:
-        return self._host
+        return str(self._host)
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -189,4 +189,3 @@ class KubeClient:
                         yield orjson.loads(line)
             if buffer.strip():
                 yield orjson.loads(buffer)
-

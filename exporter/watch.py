@@ -11,6 +11,7 @@ installed: the resource reports absent, counts as synced and is retried slowly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -129,8 +130,11 @@ class Reflector:
 
     async def _absent(self) -> None:
         if self.health.installed:
-            log.info("%s is not served by the API (CRD not installed); retrying every %ss",
-                     self.kind, self.settings.absent_retry)
+            log.info(
+                "%s is not served by the API (CRD not installed); retrying every %ss",
+                self.kind,
+                self.settings.absent_retry,
+            )
         self.health.installed = False
         self.health.synced = True
         self.health.up = True
@@ -139,10 +143,8 @@ class Reflector:
             self.handler.delete(uid)
         self._uids.clear()
         self.health.tracked = 0
-        try:
+        with contextlib.suppress(TimeoutError):  # woken early by a relist request
             await asyncio.wait_for(self._relist.wait(), self.settings.absent_retry)
-        except TimeoutError:
-            pass
 
     def _params(self) -> dict[str, str]:
         return {"labelSelector": self.label_selector} if self.label_selector else {}

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import shutil
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # The suite runs real Prometheus and promtool; a missing binary is a set-up error, not a skip.
     for binary in ("prometheus", "promtool"):
         if shutil.which(binary) is None:
-            raise pytest.UsageError(f"{binary} is not installed; `make test` installs Debian's prometheus package")
+            raise pytest.UsageError(
+                f"{binary} is not installed; `make test` installs Debian's prometheus package"
+            )
 
 
 @dataclass

@@ -39,7 +39,9 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5
         return exc.code, exc.read()
 
 
-def wait_for(url: str, timeout: float = 20.0, status: int = 200, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for(
+    url: str, timeout: float = 20.0, status: int = 200, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -52,7 +54,9 @@ def wait_for(url: str, timeout: float = 20.0, status: int = 200, proc: subproces
 
 
 @contextlib.contextmanager
-def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
@@ -73,8 +77,18 @@ def emulator(tmp: Path, *extra: str) -> Iterator[tuple[str, Path, float]]:
     port = free_port()
     kubeconfig = tmp / "kubeconfig.yaml"
     started = time.time()
-    args = [sys.executable, "-m", "exporter.emulator", "--port", str(port), "--kubeconfig-out", str(kubeconfig),
-            "--bookmark-interval", "1", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "exporter.emulator",
+        "--port",
+        str(port),
+        "--kubeconfig-out",
+        str(kubeconfig),
+        "--bookmark-interval",
+        "1",
+        *extra,
+    ]
     with process(args, tmp / "emulator.log") as proc:
         wait_for(f"http://127.0.0.1:{port}/version", proc=proc)
         yield f"http://127.0.0.1:{port}", kubeconfig, started
@@ -83,10 +97,37 @@ def emulator(tmp: Path, *extra: str) -> Iterator[tuple[str, Path, float]]:
 @contextlib.contextmanager
 def exporter(tmp: Path, kubeconfig: Path, *extra: str) -> Iterator[str]:
     port = free_port()
-    args = [sys.executable, "-m", "exporter", "--kubeconfig", str(kubeconfig),
-            "--web.listen-address", f"127.0.0.1:{port}", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "exporter",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        *extra,
+    ]
     with process(args, tmp / "exporter.log") as proc:
         wait_for(f"http://127.0.0.1:{port}/readyz", proc=proc)
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def exporter_unready(tmp: Path, kubeconfig: Path, *extra: str) -> Iterator[str]:
+    """The exporter started and serving, without waiting for it to become ready."""
+    port = free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "exporter",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        *extra,
+    ]
+    with process(args, tmp / "exporter.log") as proc:
+        wait_for(f"http://127.0.0.1:{port}/healthz", proc=proc)
         yield f"http://127.0.0.1:{port}"
 
 
@@ -115,23 +156,37 @@ def prometheus(tmp: Path, scrape_configs: list[dict[str, Any]], rule_files: list
     if binary is None:
         raise RuntimeError("prometheus not installed: `make test` installs Debian's package")
     port = free_port()
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "rule_files": [str(p) for p in rule_files], "scrape_configs": scrape_configs}
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": scrape_configs,
+    }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    args = [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    args = [
+        binary,
+        f"--config.file={tmp / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
     with process(args, tmp / "prometheus.log") as proc:
         wait_for(f"http://127.0.0.1:{port}/-/ready", timeout=60, proc=proc)
         yield f"http://127.0.0.1:{port}"
 
 
-def scrape_job(name: str, url: str, honor_labels: bool, labels: dict[str, str] | None = None) -> dict[str, Any]:
+def scrape_job(
+    name: str, url: str, honor_labels: bool, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     parsed = urllib.parse.urlparse(url)
     target: dict[str, Any] = {"targets": [parsed.netloc]}
     if labels:
         target["labels"] = labels
-    return {"job_name": name, "metrics_path": parsed.path or "/metrics", "honor_labels": honor_labels,
-            "static_configs": [target]}
+    return {
+        "job_name": name,
+        "metrics_path": parsed.path or "/metrics",
+        "honor_labels": honor_labels,
+        "static_configs": [target],
+    }
 
 
 def query(prom: str, promql: str, at: float | None = None) -> list[dict[str, Any]]:

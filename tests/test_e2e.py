@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,14 +41,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             harness.scrape_job("kubelet-cadvisor", url + "/metrics/cadvisor", honor_labels=True),
             harness.scrape_job("ml-gpu-agent", url + "/metrics/nvml", honor_labels=True),
             # dcgm-exporter as the GPU Operator scrapes it: its own namespace/pod as target labels.
-            harness.scrape_job("nvidia-dcgm-exporter", url + "/metrics/dcgm", honor_labels=False,
-                               labels={"namespace": "nvidia-gpu-operator", "pod": "nvidia-dcgm-exporter-7x9z"}),
+            harness.scrape_job(
+                "nvidia-dcgm-exporter",
+                url + "/metrics/dcgm",
+                honor_labels=False,
+                labels={"namespace": "nvidia-gpu-operator", "pod": "nvidia-dcgm-exporter-7x9z"},
+            ),
         ]
         prom = es.enter_context(harness.prometheus(tmp, scrape, harness.fast_rules(tmp)))
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             gpu = harness.query(prom, "namespace_job_name:ml_training_job_gpu_utilization:avg")
-            cpu = harness.query(prom, 'namespace_job_name:ml_training_job_cpu_usage_cores:sum_rate5m{job_name="bert-finetune"}')
+            cpu = harness.query(
+                prom,
+                'namespace_job_name:ml_training_job_cpu_usage_cores:sum_rate5m{job_name="bert-finetune"}',
+            )
             if len(gpu) >= 2 and cpu and float(cpu[0]["value"][1]) > 4.9:  # the 5 s rate window is full
                 break
             time.sleep(0.5)
@@ -63,10 +69,18 @@ def dashboard_queries() -> list[perses.Query]:
     return perses.queries(yaml.safe_load(DASHBOARD.read_text()))
 
 
-def run(stack: Stack, panel: str, namespace: str = ".*", job: str = ".*", range_s: int = RANGE_S) -> list[dict[str, Any]]:
+def run(
+    stack: Stack, panel: str, namespace: str = ".*", job: str = ".*", range_s: int = RANGE_S
+) -> list[dict[str, Any]]:
     (q,) = [q for q in dashboard_queries() if q.panel == panel]
-    values = {"namespace": namespace, "job": job, "__range_s": str(range_s), "__range": f"{range_s}s",
-              "__rate_interval": "1m", "__interval": "15s"}
+    values = {
+        "namespace": namespace,
+        "job": job,
+        "__range_s": str(range_s),
+        "__range": f"{range_s}s",
+        "__rate_interval": "1m",
+        "__interval": "15s",
+    }
     return harness.query(stack.prom, harness.fill_variables(q.promql, values))
 
 
@@ -151,7 +165,9 @@ def test_gpu_per_job(stack: Stack) -> None:
 
 def test_job_variable_filters(stack: Stack) -> None:
     assert set(by_job(run(stack, "jobCpu", job="bert-finetune|ray-tune"))) == {
-        ("team-a", "bert-finetune"), ("team-b", "ray-tune")}
+        ("team-a", "bert-finetune"),
+        ("team-b", "ray-tune"),
+    }
 
 
 def test_prometheus_scraped_the_exporter_cleanly(stack: Stack) -> None:

@@ -27,8 +27,11 @@ ALL_KINDS = (*V1_KINDS, TRAINJOB, PODS, NAMESPACES)
 
 def jobs_in(store: Store) -> set[str]:
     text = b"".join(store.render()).decode()
-    return {line.split('job_name="')[1].split('"')[0] for line in text.splitlines()
-            if line.startswith("ml_training_job_info{")}
+    return {
+        line.split('job_name="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("ml_training_job_info{")
+    }
 
 
 def status_of(store: Store, job: str) -> str:
@@ -39,8 +42,14 @@ def status_of(store: Store, job: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def training(cluster: Cluster, store: Store, registry: HealthRegistry, scope: NamespaceScope | None = None,
-                   settings: WatchSettings = FAST, client: KubeClient | None = None) -> AsyncIterator[TrainingSource]:
+async def training(
+    cluster: Cluster,
+    store: Store,
+    registry: HealthRegistry,
+    scope: NamespaceScope | None = None,
+    settings: WatchSettings = FAST,
+    client: KubeClient | None = None,
+) -> AsyncIterator[TrainingSource]:
     client = client or cluster.client()
     scope = scope or NamespaceScope()
     source = TrainingSource(store, registry, client, scope, settings)
@@ -67,8 +76,9 @@ def queries(cluster: Cluster, path_part: str, watch: bool | None = None) -> list
 MakeCluster = Callable[..., Awaitable[Cluster]]
 
 
-async def test_paginated_list_then_watch_keeps_store_current(make_cluster: MakeCluster, store: Store,
-                                                              registry: HealthRegistry) -> None:
+async def test_paginated_list_then_watch_keeps_store_current(
+    make_cluster: MakeCluster, store: Store, registry: HealthRegistry
+) -> None:
     cluster = await make_cluster(ALL_KINDS)
     for i in range(7):
         cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", f"job-{i}", "pending"))
@@ -82,7 +92,9 @@ async def test_paginated_list_then_watch_keeps_store_current(make_cluster: MakeC
         cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", "job-0", "running", started=5))
         cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", "job-new", "pending"))
         cluster.api.delete(PYTORCH, "team-a", "job-1")
-        await until(lambda: "job-new" in jobs_in(store) and "job-1" not in jobs_in(store), what="watch events")
+        await until(
+            lambda: "job-new" in jobs_in(store) and "job-1" not in jobs_in(store), what="watch events"
+        )
         await until(lambda: status_of(store, "job-0") == "running", what="status change")
         watch = queries(cluster, "/pytorchjobs", watch=True)[0]
         assert watch["allowWatchBookmarks"] == ["true"] and int(watch["timeoutSeconds"][0]) >= 30
@@ -109,13 +121,16 @@ async def test_relist_after_410_drops_objects_deleted_while_disconnected(
         assert len(queries(cluster, "/pytorchjobs", watch=False)) >= 2  # listed again
 
 
-async def test_api_errors_back_off_and_recover(make_cluster: MakeCluster, store: Store,
-                                               registry: HealthRegistry) -> None:
+async def test_api_errors_back_off_and_recover(
+    make_cluster: MakeCluster, store: Store, registry: HealthRegistry
+) -> None:
     cluster = await make_cluster(ALL_KINDS)
     cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", "survivor", "running", started=1))
-    cluster.api.faults += [Fault("status", path="pytorchjobs", status=429, count=2, watch=False),
-                           Fault("status", path="pytorchjobs", status=500, count=1, watch=False),
-                           Fault("slow", path="tfjobs", delay=0.3, count=1)]
+    cluster.api.faults += [
+        Fault("status", path="pytorchjobs", status=429, count=2, watch=False),
+        Fault("status", path="pytorchjobs", status=500, count=1, watch=False),
+        Fault("slow", path="tfjobs", delay=0.3, count=1),
+    ]
     async with training(cluster, store, registry):
         await until(lambda: registry.ready, what="sync despite errors")
         resource = next(r for r in registry.sources[0].resources if r.resource == "pytorchjobs.kubeflow.org")
@@ -143,25 +158,35 @@ async def test_missing_crd_counts_as_synced_and_is_picked_up_later(
     cluster = await make_cluster((*V1_KINDS, PODS))  # Trainer v2 is not installed
     async with training(cluster, store, registry):
         await until(lambda: registry.ready, what="ready without the TrainJob CRD")
-        trainjobs = next(r for r in registry.sources[0].resources if r.resource == "trainjobs.trainer.kubeflow.org")
+        trainjobs = next(
+            r for r in registry.sources[0].resources if r.resource == "trainjobs.trainer.kubeflow.org"
+        )
         assert not trainjobs.installed and trainjobs.synced and registry.sources[0].up
         probes = len(queries(cluster, "/trainjobs"))
         await asyncio.sleep(0.5)
         assert len(queries(cluster, "/trainjobs")) - probes <= 4  # retried slowly, not in a hot loop
 
         cluster.api.install(TRAINJOB)
-        cluster.api.apply(TRAINJOB, {"metadata": {"name": "late", "namespace": "team-a"}, "spec": {}, "status": {}})
+        cluster.api.apply(
+            TRAINJOB, {"metadata": {"name": "late", "namespace": "team-a"}, "spec": {}, "status": {}}
+        )
         await until(lambda: "late" in jobs_in(store), what="the CRD's first object")
         assert trainjobs.installed
 
 
-async def test_malformed_objects_are_counted_and_skipped(make_cluster: MakeCluster, store: Store,
-                                                         registry: HealthRegistry) -> None:
+async def test_malformed_objects_are_counted_and_skipped(
+    make_cluster: MakeCluster, store: Store, registry: HealthRegistry
+) -> None:
     cluster = await make_cluster(ALL_KINDS)
     cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", "good", "running", started=1))
     cluster.api.apply(PYTORCH, {"metadata": {"name": "bad-status", "namespace": "team-a"}, "status": "oops"})
-    cluster.api.apply(PYTORCH, {"metadata": {"name": "bad-conditions", "namespace": "team-a"},
-                                "status": {"conditions": "oops", "replicaStatuses": {"Worker": "x"}}})
+    cluster.api.apply(
+        PYTORCH,
+        {
+            "metadata": {"name": "bad-conditions", "namespace": "team-a"},
+            "status": {"conditions": "oops", "replicaStatuses": {"Worker": "x"}},
+        },
+    )
     cluster.api.apply(PYTORCH, {"metadata": {"name": "bad-spec", "namespace": "team-a"}, "spec": [1]})
     async with training(cluster, store, registry):
         await until(lambda: registry.ready, what="first sync")
@@ -174,8 +199,9 @@ async def test_malformed_objects_are_counted_and_skipped(make_cluster: MakeClust
         assert "good" not in jobs_in(store)  # its last readable state is withdrawn, nothing else is
 
 
-async def test_bookmarks_advance_the_resource_version(make_cluster: MakeCluster, store: Store,
-                                                      registry: HealthRegistry) -> None:
+async def test_bookmarks_advance_the_resource_version(
+    make_cluster: MakeCluster, store: Store, registry: HealthRegistry
+) -> None:
     cluster = await make_cluster(ALL_KINDS, bookmark_interval=0.05)
     async with training(cluster, store, registry):
         await until(lambda: registry.ready, what="first sync")
@@ -191,8 +217,9 @@ async def test_bookmarks_advance_the_resource_version(make_cluster: MakeCluster,
         assert len(queries(cluster, "/tfjobs", watch=False)) == 1  # no relist needed
 
 
-async def test_namespace_selector_follows_namespace_labels(make_cluster: MakeCluster, store: Store,
-                                                           registry: HealthRegistry) -> None:
+async def test_namespace_selector_follows_namespace_labels(
+    make_cluster: MakeCluster, store: Store, registry: HealthRegistry
+) -> None:
     cluster = await make_cluster(ALL_KINDS)
     cluster.api.apply(NAMESPACES, namespace("team-a"))
     cluster.api.apply(NAMESPACES, namespace("sandbox", dsp=False))
@@ -200,24 +227,35 @@ async def test_namespace_selector_follows_namespace_labels(make_cluster: MakeClu
     cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "sandbox", "outside", "pending"))
     client = cluster.client()
     scope = NamespaceScope(selector="opendatahub.io/dashboard=true")
-    ns_reflector = Reflector(client, NAMESPACES, scope, registry.source("namespaces").resource("namespaces"), FAST,
-                             label_selector="opendatahub.io/dashboard=true")
+    ns_reflector = Reflector(
+        client,
+        NAMESPACES,
+        scope,
+        registry.source("namespaces").resource("namespaces"),
+        FAST,
+        label_selector="opendatahub.io/dashboard=true",
+    )
     scope.ready = ns_reflector.synced
     ns_task = asyncio.create_task(ns_reflector.run())
     try:
         async with training(cluster, store, registry, scope=scope, client=client):
             await until(lambda: registry.ready, what="first sync")
             assert jobs_in(store) == {"in-project"}
-            cluster.api.patch(NAMESPACES, "", "sandbox", {"metadata": {"labels": {"opendatahub.io/dashboard": "true"}}})
+            cluster.api.patch(
+                NAMESPACES, "", "sandbox", {"metadata": {"labels": {"opendatahub.io/dashboard": "true"}}}
+            )
             await until(lambda: jobs_in(store) == {"in-project", "outside"}, what="namespace joins")
-            cluster.api.patch(NAMESPACES, "", "team-a", {"metadata": {"labels": {"opendatahub.io/dashboard": None}}})
+            cluster.api.patch(
+                NAMESPACES, "", "team-a", {"metadata": {"labels": {"opendatahub.io/dashboard": None}}}
+            )
             await until(lambda: jobs_in(store) == {"outside"}, what="namespace leaves")
     finally:
         ns_task.cancel()
 
 
-async def test_fixed_namespace_list_watches_each_namespace(make_cluster: MakeCluster, store: Store,
-                                                           registry: HealthRegistry) -> None:
+async def test_fixed_namespace_list_watches_each_namespace(
+    make_cluster: MakeCluster, store: Store, registry: HealthRegistry
+) -> None:
     cluster = await make_cluster(ALL_KINDS)
     for ns in ("team-a", "team-b", "team-c"):
         cluster.api.apply(PYTORCH, v1_job("PyTorchJob", ns, f"job-{ns}", "pending"))
@@ -225,23 +263,30 @@ async def test_fixed_namespace_list_watches_each_namespace(make_cluster: MakeClu
         await until(lambda: registry.ready, what="first sync")
         assert jobs_in(store) == {"job-team-a", "job-team-b"}
         paths = {urlparse(p).path for m, p in cluster.api.requests if "pytorchjobs" in p}
-        assert paths == {"/apis/kubeflow.org/v1/namespaces/team-a/pytorchjobs",
-                         "/apis/kubeflow.org/v1/namespaces/team-b/pytorchjobs"}
+        assert paths == {
+            "/apis/kubeflow.org/v1/namespaces/team-a/pytorchjobs",
+            "/apis/kubeflow.org/v1/namespaces/team-b/pytorchjobs",
+        }
 
 
-async def test_pods_are_watched_by_label_only(make_cluster: MakeCluster, store: Store,
-                                              registry: HealthRegistry) -> None:
+async def test_pods_are_watched_by_label_only(
+    make_cluster: MakeCluster, store: Store, registry: HealthRegistry
+) -> None:
     cluster = await make_cluster(ALL_KINDS)
     async with training(cluster, store, registry):
         await until(lambda: registry.ready, what="first sync")
         pod_requests = queries(cluster, "/pods")
         assert pod_requests and all(q.get("labelSelector") for q in pod_requests)
         assert {q["labelSelector"][0] for q in pod_requests} == {
-            "training.kubeflow.org/job-name", "jobset.sigs.k8s.io/jobset-name", "ray.io/cluster"}
+            "training.kubeflow.org/job-name",
+            "jobset.sigs.k8s.io/jobset-name",
+            "ray.io/cluster",
+        }
 
 
-async def test_rotated_exec_plugin_token_is_fetched_again(make_cluster: MakeCluster, tmp_path: Path,
-                                                          store: Store, registry: HealthRegistry) -> None:
+async def test_rotated_exec_plugin_token_is_fetched_again(
+    make_cluster: MakeCluster, tmp_path: Path, store: Store, registry: HealthRegistry
+) -> None:
     """Bound tokens expire: the exporter re-runs the kubeconfig's exec plugin instead of caching."""
     cluster = await make_cluster(ALL_KINDS, token="first")
     token_file = tmp_path / "token"
@@ -256,13 +301,29 @@ async def test_rotated_exec_plugin_token_is_fetched_again(make_cluster: MakeClus
     )
     plugin.chmod(plugin.stat().st_mode | stat.S_IEXEC)
     kubeconfig = tmp_path / "exec-kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": cluster.url}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-        "users": [{"name": "u", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1",
-                                                  "command": str(plugin), "interactiveMode": "Never"}}}],
-    }))
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": cluster.url}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "users": [
+                    {
+                        "name": "u",
+                        "user": {
+                            "exec": {
+                                "apiVersion": "client.authentication.k8s.io/v1",
+                                "command": str(plugin),
+                                "interactiveMode": "Never",
+                            }
+                        },
+                    }
+                ],
+            }
+        )
+    )
     cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", "before", "pending"))
     client = KubeClient(load_configuration(str(kubeconfig)))
     async with training(cluster, store, registry, client=client):

@@ -47,7 +47,9 @@ def main() -> int:
     parser.add_argument("--scenario", choices=("training", "empty"), default="training")
     parser.add_argument("--kubeconfig-out", help="write a kubeconfig for the emulator here")
     parser.add_argument("--token", default="", help="require this bearer token")
-    parser.add_argument("--lifecycle", type=float, default=0.0, help="seconds between demo job steps (0: off)")
+    parser.add_argument(
+        "--lifecycle", type=float, default=0.0, help="seconds between demo job steps (0: off)"
+    )
     parser.add_argument("--bookmark-interval", type=float, default=5.0)
     asyncio.run(serve(parser.parse_args()))
     return 0

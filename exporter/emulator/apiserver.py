@@ -69,8 +69,15 @@ def now_rfc3339(offset: float = 0.0) -> str:
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     return web.Response(status=code, body=orjson.dumps(body), content_type="application/json")
 
 
@@ -132,7 +139,9 @@ class ApiServer:
         self.resource_version += 1
         return self.resource_version
 
-    def _record(self, res: _Resource, event: str, obj: dict[str, Any], previous: dict[str, Any] | None) -> None:
+    def _record(
+        self, res: _Resource, event: str, obj: dict[str, Any], previous: dict[str, Any] | None
+    ) -> None:
         version = int(obj["metadata"]["resourceVersion"])
         res.history.append((version, event, obj))
         while len(res.history) > self.history_limit:
@@ -143,7 +152,9 @@ class ApiServer:
             before = previous is not None and self._visible(watcher.namespace, watcher.matcher, previous)
             # As the API server does: an object entering a selector is ADDED, one leaving it DELETED.
             if now:
-                watcher.queue.put_nowait((version, "ADDED" if event == "MODIFIED" and not before else event, obj))
+                watcher.queue.put_nowait(
+                    (version, "ADDED" if event == "MODIFIED" and not before else event, obj)
+                )
             elif before and event == "MODIFIED":
                 watcher.queue.put_nowait((version, "DELETED", obj))
 
@@ -241,7 +252,9 @@ class ApiServer:
                 return fault
         return None
 
-    async def _dispatch(self, request: web.Request, group: str, version: str, rest: str) -> web.StreamResponse:
+    async def _dispatch(
+        self, request: web.Request, group: str, version: str, rest: str
+    ) -> web.StreamResponse:
         self.requests.append((request.method, request.path_qs))
         if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
@@ -290,7 +303,7 @@ class ApiServer:
             if state["rv"] < self.compacted_before:
                 return _status(410, "Expired", "The provided continue parameter is too old")
             start_after = state["after"]
-        items = []
+        items: list[dict[str, Any]] = []
         remaining = 0
         keys = sorted(res.objects)
         for key in keys:
@@ -311,8 +324,12 @@ class ApiServer:
                 orjson.dumps({"rv": self.resource_version, "after": after})
             ).decode()
             metadata["remainingItemCount"] = remaining
-        body = {"kind": f"{res.kind.kind}List", "apiVersion": res.kind.api_version,
-                "metadata": metadata, "items": items}
+        body = {
+            "kind": f"{res.kind.kind}List",
+            "apiVersion": res.kind.api_version,
+            "metadata": metadata,
+            "items": items,
+        }
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def _watch(
@@ -330,8 +347,17 @@ class ApiServer:
             await response.write(orjson.dumps({"type": event, "object": obj}) + b"\n")
 
         if fault is not None and fault.kind == "gone":
-            await send("ERROR", {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                 "reason": "Expired", "code": 410, "message": "injected: too old resource version"})
+            await send(
+                "ERROR",
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "Expired",
+                    "code": 410,
+                    "message": "injected: too old resource version",
+                },
+            )
             return response
         watcher = _Watcher(namespace, matcher)
         res.watchers.append(watcher)
@@ -342,9 +368,17 @@ class ApiServer:
                     if self._visible(namespace, matcher, obj):
                         await send("ADDED", obj)
             elif int(since) < self.compacted_before:
-                await send("ERROR", {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                     "reason": "Expired", "code": 410,
-                                     "message": f"too old resource version: {since} ({self.compacted_before})"})
+                await send(
+                    "ERROR",
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "status": "Failure",
+                        "reason": "Expired",
+                        "code": 410,
+                        "message": f"too old resource version: {since} ({self.compacted_before})",
+                    },
+                )
                 return response
             else:
                 for version, event, obj in list(res.history):
@@ -366,8 +400,14 @@ class ApiServer:
                     )
                 except TimeoutError:
                     if bookmarks:
-                        await send("BOOKMARK", {"kind": res.kind.kind, "apiVersion": res.kind.api_version,
-                                                "metadata": {"resourceVersion": str(self.resource_version)}})
+                        await send(
+                            "BOOKMARK",
+                            {
+                                "kind": res.kind.kind,
+                                "apiVersion": res.kind.api_version,
+                                "metadata": {"resourceVersion": str(self.resource_version)},
+                            },
+                        )
                     continue
                 if event == CLOSE:
                     break
@@ -389,7 +429,9 @@ class ApiServer:
             if namespace:
                 obj["metadata"]["namespace"] = namespace
             if self.get(kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) is not None:
-                return _status(409, "AlreadyExists", f"{kind.plural} {obj['metadata']['name']!r} already exists")
+                return _status(
+                    409, "AlreadyExists", f"{kind.plural} {obj['metadata']['name']!r} already exists"
+                )
             return web.json_response(self.apply(kind, obj), status=201)
         if name is None:
             return _status(405, "MethodNotAllowed", "method not allowed on a collection")

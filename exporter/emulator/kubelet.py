@@ -36,7 +36,10 @@ def _gpus(pod: dict[str, Any]) -> list[tuple[str, float, str]]:
 
 
 def cadvisor(api: ApiServer, now: float) -> str:
-    lines = ["# TYPE container_cpu_usage_seconds_total counter", "# TYPE container_memory_working_set_bytes gauge"]
+    lines = [
+        "# TYPE container_cpu_usage_seconds_total counter",
+        "# TYPE container_memory_working_set_bytes gauge",
+    ]
     for pod in _running_pods(api):
         meta = pod["metadata"]
         notes = meta.get("annotations", {})
@@ -52,10 +55,18 @@ def cadvisor(api: ApiServer, now: float) -> str:
         lines.append(f"container_cpu_usage_seconds_total{{{ctr}}} {used:.3f}")
         lines.append(f"container_memory_working_set_bytes{{{ctr}}} {memory:.0f}")
         # The pod-level cgroup and the pause container, which rules must not add in again.
-        lines.append(f'container_cpu_usage_seconds_total{{{base},container="",image="",{cid}"}} {used + 1:.3f}')
-        lines.append(f'container_memory_working_set_bytes{{{base},container="",image="",{cid}"}} {memory:.0f}')
-        lines.append(f'container_cpu_usage_seconds_total{{{base},container="POD",image="pause",{cid}/p"}} 0.5')
-        lines.append(f'container_memory_working_set_bytes{{{base},container="POD",image="pause",{cid}/p"}} 1e6')
+        lines.append(
+            f'container_cpu_usage_seconds_total{{{base},container="",image="",{cid}"}} {used + 1:.3f}'
+        )
+        lines.append(
+            f'container_memory_working_set_bytes{{{base},container="",image="",{cid}"}} {memory:.0f}'
+        )
+        lines.append(
+            f'container_cpu_usage_seconds_total{{{base},container="POD",image="pause",{cid}/p"}} 0.5'
+        )
+        lines.append(
+            f'container_memory_working_set_bytes{{{base},container="POD",image="pause",{cid}/p"}} 1e6'
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -32,13 +32,27 @@ def namespace(name: str, dsp: bool = True) -> dict[str, Any]:
 
 
 def _condition(kind: str, status: str, ago: float, reason: str = "") -> dict[str, Any]:
-    return {"type": kind, "status": status, "reason": reason or kind,
-            "lastUpdateTime": now_rfc3339(-ago), "lastTransitionTime": now_rfc3339(-ago)}
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason or kind,
+        "lastUpdateTime": now_rfc3339(-ago),
+        "lastTransitionTime": now_rfc3339(-ago),
+    }
 
 
-def v1_job(kind: str, ns: str, name: str, state: str, *, started: float | None = None,
-           finished: float | None = None, queue: str = "", replicas: dict[str, dict[str, int]] | None = None,
-           created: float = 0) -> dict[str, Any]:
+def v1_job(
+    kind: str,
+    ns: str,
+    name: str,
+    state: str,
+    *,
+    started: float | None = None,
+    finished: float | None = None,
+    queue: str = "",
+    replicas: dict[str, dict[str, int]] | None = None,
+    created: float = 0,
+) -> dict[str, Any]:
     """A Kubeflow Training Operator v1 job whose conditions say `state` (ages in seconds ago)."""
     created = created or max(started or 0, finished or 0, 60) + 30
     conditions = [_condition("Created", "True", created)]
@@ -56,32 +70,60 @@ def v1_job(kind: str, ns: str, name: str, state: str, *, started: float | None =
     if finished is not None:
         status["completionTime"] = now_rfc3339(-finished)
     spec: dict[str, Any] = {"runPolicy": {"schedulingPolicy": {"queue": queue}} if queue else {}}
-    return {"metadata": {"name": name, "namespace": ns, "creationTimestamp": now_rfc3339(-created)},
-            "spec": spec, "status": status}
+    return {
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": now_rfc3339(-created)},
+        "spec": spec,
+        "status": status,
+    }
 
 
-def pod(ns: str, name: str, labels: dict[str, str], *, node: str, cpu: float, memory: float,
-        gpus: str = "", owner: tuple[str, str] | None = None, started: float = 300,
-        phase: str = "Running") -> dict[str, Any]:
+def pod(
+    ns: str,
+    name: str,
+    labels: dict[str, str],
+    *,
+    node: str,
+    cpu: float,
+    memory: float,
+    gpus: str = "",
+    owner: tuple[str, str] | None = None,
+    started: float = 300,
+    phase: str = "Running",
+) -> dict[str, Any]:
     """A pod; `gpus` is `uuid=utilisation@source` items (source: nvml, dcgm or both) separated by ','."""
     metadata: dict[str, Any] = {
-        "name": name, "namespace": ns, "labels": labels,
+        "name": name,
+        "namespace": ns,
+        "labels": labels,
         "annotations": {SIM + "cpu-cores": str(cpu), SIM + "memory-bytes": str(int(memory))},
         "creationTimestamp": now_rfc3339(-started - 5),
     }
     if gpus:
         metadata["annotations"][SIM + "gpus"] = gpus
     if owner:
-        metadata["ownerReferences"] = [{"apiVersion": "kubeflow.org/v1", "kind": owner[0], "name": owner[1],
-                                        "uid": f"owner-{owner[1]}", "controller": True}]
-    return {"metadata": metadata,
-            "spec": {"nodeName": node, "containers": [{"name": "trainer", "image": "quay.io/ml/trainer:1.0"}]},
-            "status": {"phase": phase, "startTime": now_rfc3339(-started)}}
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "kubeflow.org/v1",
+                "kind": owner[0],
+                "name": owner[1],
+                "uid": f"owner-{owner[1]}",
+                "controller": True,
+            }
+        ]
+    return {
+        "metadata": metadata,
+        "spec": {"nodeName": node, "containers": [{"name": "trainer", "image": "quay.io/ml/trainer:1.0"}]},
+        "status": {"phase": phase, "startTime": now_rfc3339(-started)},
+    }
 
 
 def kubeflow_pod(kind: str, ns: str, job: str, replica: str, index: int, **kw: Any) -> dict[str, Any]:
-    labels = {t.V1_POD_LABEL: job, t.V1_REPLICA_LABEL: replica, "training.kubeflow.org/replica-index": str(index),
-              "training.kubeflow.org/operator-name": f"{kind.lower()}-controller"}
+    labels = {
+        t.V1_POD_LABEL: job,
+        t.V1_REPLICA_LABEL: replica,
+        "training.kubeflow.org/replica-index": str(index),
+        "training.kubeflow.org/operator-name": f"{kind.lower()}-controller",
+    }
     return pod(ns, f"{job}-{replica}-{index}", labels, owner=(kind, job), **kw)
 
 
@@ -108,54 +150,196 @@ def training_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], Expe
     add("Namespace", namespace("sandbox", dsp=False))
 
     # team-a
-    add("PyTorchJob", v1_job("PyTorchJob", "team-a", "bert-finetune", "running", started=600,
-                             replicas={"Master": {"active": 1}, "Worker": {"active": 2}}))
+    add(
+        "PyTorchJob",
+        v1_job(
+            "PyTorchJob",
+            "team-a",
+            "bert-finetune",
+            "running",
+            started=600,
+            replicas={"Master": {"active": 1}, "Worker": {"active": 2}},
+        ),
+    )
     objs[-1][1]["metadata"]["labels"] = {t.KUEUE_QUEUE_LABEL: "gpu-queue"}
-    add("Pod", kubeflow_pod("PyTorchJob", "team-a", "bert-finetune", "master", 0, node="gpu-node-1",
-                            cpu=2.0, memory=4 * GIB, gpus="GPU-0a1b2c3d-0001=0.8@nvml"))
-    add("Pod", kubeflow_pod("PyTorchJob", "team-a", "bert-finetune", "worker", 0, node="gpu-node-1",
-                            cpu=1.5, memory=3 * GIB, gpus="GPU-0a1b2c3d-0002=0.6@nvml"))
-    add("Pod", kubeflow_pod("PyTorchJob", "team-a", "bert-finetune", "worker", 1, node="gpu-node-2",
-                            cpu=1.5, memory=3 * GIB, gpus="GPU-0a1b2c3d-0003=0.4@dcgm"))
-    add("TFJob", v1_job("TFJob", "team-a", "mnist-tf", "succeeded", started=3600, finished=1800,
-                        replicas={"Worker": {"succeeded": 2}}))
-    add("MPIJob", v1_job("MPIJob", "team-a", "allreduce-bench", "failed", started=7200, finished=6900,
-                         replicas={"Launcher": {"failed": 1}, "Worker": {"active": 0}}))
-    add("PyTorchJob", v1_job("PyTorchJob", "team-a", "llama-pretrain", "restarting", started=1200,
-                             queue="research", replicas={"Master": {"active": 1, "failed": 1}}))
-    add("Pod", kubeflow_pod("PyTorchJob", "team-a", "llama-pretrain", "master", 0, node="gpu-node-2",
-                            cpu=4.0, memory=16 * GIB, gpus="GPU-0a1b2c3d-0004=0.5@both"))
+    add(
+        "Pod",
+        kubeflow_pod(
+            "PyTorchJob",
+            "team-a",
+            "bert-finetune",
+            "master",
+            0,
+            node="gpu-node-1",
+            cpu=2.0,
+            memory=4 * GIB,
+            gpus="GPU-0a1b2c3d-0001=0.8@nvml",
+        ),
+    )
+    add(
+        "Pod",
+        kubeflow_pod(
+            "PyTorchJob",
+            "team-a",
+            "bert-finetune",
+            "worker",
+            0,
+            node="gpu-node-1",
+            cpu=1.5,
+            memory=3 * GIB,
+            gpus="GPU-0a1b2c3d-0002=0.6@nvml",
+        ),
+    )
+    add(
+        "Pod",
+        kubeflow_pod(
+            "PyTorchJob",
+            "team-a",
+            "bert-finetune",
+            "worker",
+            1,
+            node="gpu-node-2",
+            cpu=1.5,
+            memory=3 * GIB,
+            gpus="GPU-0a1b2c3d-0003=0.4@dcgm",
+        ),
+    )
+    add(
+        "TFJob",
+        v1_job(
+            "TFJob",
+            "team-a",
+            "mnist-tf",
+            "succeeded",
+            started=3600,
+            finished=1800,
+            replicas={"Worker": {"succeeded": 2}},
+        ),
+    )
+    add(
+        "MPIJob",
+        v1_job(
+            "MPIJob",
+            "team-a",
+            "allreduce-bench",
+            "failed",
+            started=7200,
+            finished=6900,
+            replicas={"Launcher": {"failed": 1}, "Worker": {"active": 0}},
+        ),
+    )
+    add(
+        "PyTorchJob",
+        v1_job(
+            "PyTorchJob",
+            "team-a",
+            "llama-pretrain",
+            "restarting",
+            started=1200,
+            queue="research",
+            replicas={"Master": {"active": 1, "failed": 1}},
+        ),
+    )
+    add(
+        "Pod",
+        kubeflow_pod(
+            "PyTorchJob",
+            "team-a",
+            "llama-pretrain",
+            "master",
+            0,
+            node="gpu-node-2",
+            cpu=4.0,
+            memory=16 * GIB,
+            gpus="GPU-0a1b2c3d-0004=0.5@both",
+        ),
+    )
     add("XGBoostJob", v1_job("XGBoostJob", "team-a", "churn-xgb", "pending"))
     # A pod whose job is gone: its label points nowhere.
-    add("Pod", kubeflow_pod("PyTorchJob", "team-a", "ghost", "worker", 0, node="cpu-node-1",
-                            cpu=1.0, memory=1 * GIB))
+    add(
+        "Pod",
+        kubeflow_pod(
+            "PyTorchJob", "team-a", "ghost", "worker", 0, node="cpu-node-1", cpu=1.0, memory=1 * GIB
+        ),
+    )
 
     # team-b
-    add("TrainJob", {
-        "metadata": {"name": "resnet-trainjob", "namespace": "team-b", "creationTimestamp": now_rfc3339(-900),
-                     "labels": {t.KUEUE_QUEUE_LABEL: "team-b-queue"}},
-        "spec": {"runtimeRef": {"name": "torch-distributed"}, "suspend": False},
-        "status": {"conditions": [_condition("Suspended", "False", 890, "Resumed")],
-                   "jobsStatus": [{"name": "node", "active": 2, "ready": 2, "succeeded": 0, "failed": 0}]},
-    })
+    add(
+        "TrainJob",
+        {
+            "metadata": {
+                "name": "resnet-trainjob",
+                "namespace": "team-b",
+                "creationTimestamp": now_rfc3339(-900),
+                "labels": {t.KUEUE_QUEUE_LABEL: "team-b-queue"},
+            },
+            "spec": {"runtimeRef": {"name": "torch-distributed"}, "suspend": False},
+            "status": {
+                "conditions": [_condition("Suspended", "False", 890, "Resumed")],
+                "jobsStatus": [{"name": "node", "active": 2, "ready": 2, "succeeded": 0, "failed": 0}],
+            },
+        },
+    )
     for i in range(2):
-        add("Pod", pod("team-b", f"resnet-trainjob-node-0-{i}",
-                       {t.JOBSET_POD_LABEL: "resnet-trainjob", t.JOBSET_REPLICA_LABEL: "node"},
-                       node="gpu-node-3", cpu=1.0, memory=2 * GIB))
+        add(
+            "Pod",
+            pod(
+                "team-b",
+                f"resnet-trainjob-node-0-{i}",
+                {t.JOBSET_POD_LABEL: "resnet-trainjob", t.JOBSET_REPLICA_LABEL: "node"},
+                node="gpu-node-3",
+                cpu=1.0,
+                memory=2 * GIB,
+            ),
+        )
     # A JobSet that is not a TrainJob: its pods are not training pods.
-    add("Pod", pod("team-b", "batch-inference-0", {t.JOBSET_POD_LABEL: "batch-inference"},
-                   node="cpu-node-1", cpu=0.5, memory=GIB))
-    add("RayJob", {
-        "metadata": {"name": "ray-tune", "namespace": "team-b", "creationTimestamp": now_rfc3339(-320)},
-        "spec": {"entrypoint": "python tune.py", "shutdownAfterJobFinishes": True},
-        "status": {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running", "rayClusterName": "ray-tune-x7k2p",
-                   "startTime": now_rfc3339(-300), "jobId": "raysubmit_123"},
-    })
-    add("Pod", pod("team-b", "ray-tune-x7k2p-head", {t.RAY_POD_LABEL: "ray-tune-x7k2p", t.RAY_NODE_TYPE_LABEL: "head"},
-                   node="cpu-node-1", cpu=0.5, memory=2 * GIB))
-    add("Pod", pod("team-b", "ray-tune-x7k2p-worker-abc",
-                   {t.RAY_POD_LABEL: "ray-tune-x7k2p", t.RAY_NODE_TYPE_LABEL: "worker"},
-                   node="cpu-node-2", cpu=2.5, memory=6 * GIB))
+    add(
+        "Pod",
+        pod(
+            "team-b",
+            "batch-inference-0",
+            {t.JOBSET_POD_LABEL: "batch-inference"},
+            node="cpu-node-1",
+            cpu=0.5,
+            memory=GIB,
+        ),
+    )
+    add(
+        "RayJob",
+        {
+            "metadata": {"name": "ray-tune", "namespace": "team-b", "creationTimestamp": now_rfc3339(-320)},
+            "spec": {"entrypoint": "python tune.py", "shutdownAfterJobFinishes": True},
+            "status": {
+                "jobStatus": "RUNNING",
+                "jobDeploymentStatus": "Running",
+                "rayClusterName": "ray-tune-x7k2p",
+                "startTime": now_rfc3339(-300),
+                "jobId": "raysubmit_123",
+            },
+        },
+    )
+    add(
+        "Pod",
+        pod(
+            "team-b",
+            "ray-tune-x7k2p-head",
+            {t.RAY_POD_LABEL: "ray-tune-x7k2p", t.RAY_NODE_TYPE_LABEL: "head"},
+            node="cpu-node-1",
+            cpu=0.5,
+            memory=2 * GIB,
+        ),
+    )
+    add(
+        "Pod",
+        pod(
+            "team-b",
+            "ray-tune-x7k2p-worker-abc",
+            {t.RAY_POD_LABEL: "ray-tune-x7k2p", t.RAY_NODE_TYPE_LABEL: "worker"},
+            node="cpu-node-2",
+            cpu=2.5,
+            memory=6 * GIB,
+        ),
+    )
     add("PaddleJob", v1_job("PaddleJob", "team-b", "ocr-paddle", "suspended"))
     add("JAXJob", v1_job("JAXJob", "team-b", "jax-sweep", "succeeded", started=5000, finished=4000))
 
@@ -166,21 +350,39 @@ def training_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], Expe
 
     expected = Expected(
         status={
-            ("team-a", "bert-finetune"): "running", ("team-a", "mnist-tf"): "succeeded",
-            ("team-a", "allreduce-bench"): "failed", ("team-a", "llama-pretrain"): "restarting",
-            ("team-a", "churn-xgb"): "pending", ("team-b", "resnet-trainjob"): "running",
-            ("team-b", "ray-tune"): "running", ("team-b", "ocr-paddle"): "suspended",
-            ("team-b", "jax-sweep"): "succeeded", ("sandbox", "scratch"): "running",
+            ("team-a", "bert-finetune"): "running",
+            ("team-a", "mnist-tf"): "succeeded",
+            ("team-a", "allreduce-bench"): "failed",
+            ("team-a", "llama-pretrain"): "restarting",
+            ("team-a", "churn-xgb"): "pending",
+            ("team-b", "resnet-trainjob"): "running",
+            ("team-b", "ray-tune"): "running",
+            ("team-b", "ocr-paddle"): "suspended",
+            ("team-b", "jax-sweep"): "succeeded",
+            ("sandbox", "scratch"): "running",
         },
         duration={
-            ("team-a", "bert-finetune"): 600, ("team-a", "mnist-tf"): 1800, ("team-a", "allreduce-bench"): 300,
-            ("team-a", "llama-pretrain"): 1200, ("team-b", "resnet-trainjob"): 890, ("team-b", "ray-tune"): 300,
-            ("team-b", "jax-sweep"): 1000, ("sandbox", "scratch"): 100,
+            ("team-a", "bert-finetune"): 600,
+            ("team-a", "mnist-tf"): 1800,
+            ("team-a", "allreduce-bench"): 300,
+            ("team-a", "llama-pretrain"): 1200,
+            ("team-b", "resnet-trainjob"): 890,
+            ("team-b", "ray-tune"): 300,
+            ("team-b", "jax-sweep"): 1000,
+            ("sandbox", "scratch"): 100,
         },
-        cpu_cores={("team-a", "bert-finetune"): 5.0, ("team-a", "llama-pretrain"): 4.0,
-                   ("team-b", "resnet-trainjob"): 2.0, ("team-b", "ray-tune"): 3.0},
-        memory_bytes={("team-a", "bert-finetune"): 10 * GIB, ("team-a", "llama-pretrain"): 16 * GIB,
-                      ("team-b", "resnet-trainjob"): 4 * GIB, ("team-b", "ray-tune"): 8 * GIB},
+        cpu_cores={
+            ("team-a", "bert-finetune"): 5.0,
+            ("team-a", "llama-pretrain"): 4.0,
+            ("team-b", "resnet-trainjob"): 2.0,
+            ("team-b", "ray-tune"): 3.0,
+        },
+        memory_bytes={
+            ("team-a", "bert-finetune"): 10 * GIB,
+            ("team-a", "llama-pretrain"): 16 * GIB,
+            ("team-b", "resnet-trainjob"): 4 * GIB,
+            ("team-b", "ray-tune"): 8 * GIB,
+        },
         gpu_utilization={("team-a", "bert-finetune"): 0.6, ("team-a", "llama-pretrain"): 0.5},
     )
     return objs, expected
@@ -204,18 +406,41 @@ async def lifecycle(api: ApiServer, interval: float = 15.0, seed: int = 1) -> No
         next_live = []
         for ns_, job, age in live:
             if age == 1:
-                api.apply(kind, v1_job("PyTorchJob", ns_, job, "running", started=1,
-                                       replicas={"Worker": {"active": 2}}))
+                api.apply(
+                    kind,
+                    v1_job("PyTorchJob", ns_, job, "running", started=1, replicas={"Worker": {"active": 2}}),
+                )
                 for i in range(2):
-                    api.apply(KINDS["Pod"], kubeflow_pod(
-                        "PyTorchJob", ns_, job, "worker", i, node=f"gpu-node-{1 + i}", started=1,
-                        cpu=round(rng.uniform(0.5, 3.0), 2), memory=rng.randint(1, 8) * GIB,
-                        gpus=f"GPU-demo-{n:04d}-{i}={rng.uniform(0.1, 0.95):.2f}@nvml"))
+                    api.apply(
+                        KINDS["Pod"],
+                        kubeflow_pod(
+                            "PyTorchJob",
+                            ns_,
+                            job,
+                            "worker",
+                            i,
+                            node=f"gpu-node-{1 + i}",
+                            started=1,
+                            cpu=round(rng.uniform(0.5, 3.0), 2),
+                            memory=rng.randint(1, 8) * GIB,
+                            gpus=f"GPU-demo-{n:04d}-{i}={rng.uniform(0.1, 0.95):.2f}@nvml",
+                        ),
+                    )
             if age == 4:
                 state = "succeeded" if rng.random() < 0.8 else "failed"
                 run_for = 3 * interval
-                api.apply(kind, v1_job("PyTorchJob", ns_, job, state, started=run_for + 1, finished=1,
-                                       replicas={"Worker": {state: 2}}))
+                api.apply(
+                    kind,
+                    v1_job(
+                        "PyTorchJob",
+                        ns_,
+                        job,
+                        state,
+                        started=run_for + 1,
+                        finished=1,
+                        replicas={"Worker": {state: 2}},
+                    ),
+                )
                 for i in range(2):
                     api.delete(KINDS["Pod"], ns_, f"{job}-worker-{i}")
             if age == 12:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-Matcher = Callable[[Mapping[str, str]], bool]
+Labels = Mapping[str, str]
+Matcher = Callable[[Labels], bool]
 
 _SET = re.compile(r"^\s*([^\s!=()]+)\s+(in|notin)\s+\(([^()]*)\)\s*$")
 _EQ = re.compile(r"^\s*([^\s!=()]+)\s*(==|=|!=)\s*([^\s!=()]*)\s*$")
@@ -16,26 +17,21 @@ class SelectorError(ValueError):
     pass
 
 
+def _term(term: str) -> Matcher:
+    if m := _SET.match(term):
+        key, negate, values = m.group(1), m.group(2) == "notin", {v.strip() for v in m.group(3).split(",")}
+        return lambda labels: (labels.get(key) in values) != negate
+    if m := _EQ.match(term):
+        key, op, value = m.groups()
+        return lambda labels: (labels.get(key) == value) != (op == "!=")
+    if m := _EXISTS.match(term):
+        absent, key = m.group(1) == "!", m.group(2)
+        return lambda labels: (key in labels) != absent
+    raise SelectorError(f"unable to parse requirement: {term!r}")
+
+
 def parse_selector(selector: str) -> Matcher:
     if not selector.strip():
         return lambda labels: True
-    terms: list[Matcher] = []
-    for term in re.split(r",(?![^()]*\))", selector):
-        if m := _SET.match(term):
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
-            if op == "in":
-                terms.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                terms.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
-        elif m := _EQ.match(term):
-            key, op, value = m.groups()
-            if op == "!=":
-                terms.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                terms.append(lambda labels, k=key, v=value: labels.get(k) == v)
-        elif m := _EXISTS.match(term):
-            negate, key = m.group(1) == "!", m.group(2)
-            terms.append(lambda labels, k=key, n=negate: (k in labels) != n)
-        else:
-            raise SelectorError(f"unable to parse requirement: {term!r}")
+    terms = [_term(t) for t in re.split(r",(?![^()]*\))", selector)]
     return lambda labels: all(t(labels) for t in terms)

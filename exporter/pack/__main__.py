@@ -1,9 +1,9 @@
 """`python -m exporter.pack`: check or generate the monitoring pack.
 
-  check                       promtool check/test rules, dashboard check, generated files fresh
-  generate                    rewrite docs/metrics.md and the PrometheusRule object
-  dashboards --api-version V  print every dashboard as a PersesDashboard of V (v1alpha1|v1alpha2)
-  promtool check-rules|test-rules|check-metrics [FILE...]
+check                       promtool check/test rules, dashboard check, generated files fresh
+generate                    rewrite docs/metrics.md and the PrometheusRule object
+dashboards --api-version V  print every dashboard as a PersesDashboard of V (v1alpha1|v1alpha2)
+promtool check-rules|test-rules|check-metrics [FILE...]
 """
 
 from __future__ import annotations

@@ -22,17 +22,63 @@ DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
 REF = re.compile(r"^#/spec/panels/([a-zA-Z0-9_.-]+)$")
 DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 BUILTIN_VARIABLES = {
-    "__range", "__range_s", "__range_ms", "__interval", "__interval_ms", "__rate_interval",
-    "__from", "__to", "__dashboard", "__project",
+    "__range",
+    "__range_s",
+    "__range_ms",
+    "__interval",
+    "__interval_ms",
+    "__rate_interval",
+    "__from",
+    "__to",
+    "__dashboard",
+    "__project",
 }
 UNITS = {
-    "decimal", "bits", "decbits", "bytes", "decbytes", "percent", "percent-decimal",
-    "nanoseconds", "microseconds", "milliseconds", "seconds", "minutes", "hours", "days", "weeks",
-    "months", "years", "celsius", "fahrenheit",
-    "bits/sec", "decbits/sec", "bytes/sec", "decbytes/sec", "counts/sec", "events/sec", "messages/sec",
-    "ops/sec", "packets/sec", "reads/sec", "records/sec", "requests/sec", "rows/sec", "writes/sec",
-    "datetime-iso", "datetime-us", "datetime-local", "date-iso", "date-us", "date-local", "time-local",
-    "time-iso", "time-us", "relative-time", "unix-timestamp", "unix-timestamp-ms",
+    "decimal",
+    "bits",
+    "decbits",
+    "bytes",
+    "decbytes",
+    "percent",
+    "percent-decimal",
+    "nanoseconds",
+    "microseconds",
+    "milliseconds",
+    "seconds",
+    "minutes",
+    "hours",
+    "days",
+    "weeks",
+    "months",
+    "years",
+    "celsius",
+    "fahrenheit",
+    "bits/sec",
+    "decbits/sec",
+    "bytes/sec",
+    "decbytes/sec",
+    "counts/sec",
+    "events/sec",
+    "messages/sec",
+    "ops/sec",
+    "packets/sec",
+    "reads/sec",
+    "records/sec",
+    "requests/sec",
+    "rows/sec",
+    "writes/sec",
+    "datetime-iso",
+    "datetime-us",
+    "datetime-local",
+    "date-iso",
+    "date-us",
+    "date-local",
+    "time-local",
+    "time-iso",
+    "time-us",
+    "relative-time",
+    "unix-timestamp",
+    "unix-timestamp-ms",
 }
 CALCULATIONS = {"first", "last", "first-number", "last-number", "mean", "sum", "min", "max"}
 
@@ -56,63 +102,150 @@ PLUGINS: dict[str, Schema] = {
     "TimeSeriesChart": {
         "legend?": LEGEND,
         "tooltip?": {"enablePinning?": "bool"},
-        "yAxis?": {"show?": "bool", "label?": "str", "format?": FORMAT, "min?": "num", "max?": "num",
-                   "logBase?": {2, 10}},
+        "yAxis?": {
+            "show?": "bool",
+            "label?": "str",
+            "format?": FORMAT,
+            "min?": "num",
+            "max?": "num",
+            "logBase?": {2, 10},
+        },
         "thresholds?": THRESHOLDS,
         "visual?": {
-            "display?": {"line", "bar"}, "lineWidth?": "num", "lineStyle?": {"solid", "dashed", "dotted"},
-            "areaOpacity?": "num", "showPoints?": {"auto", "always"}, "palette?": {"mode": {"auto", "categorical"}},
-            "pointRadius?": "num", "stack?": {"all", "percent"}, "connectNulls?": "bool",
+            "display?": {"line", "bar"},
+            "lineWidth?": "num",
+            "lineStyle?": {"solid", "dashed", "dotted"},
+            "areaOpacity?": "num",
+            "showPoints?": {"auto", "always"},
+            "palette?": {"mode": {"auto", "categorical"}},
+            "pointRadius?": "num",
+            "stack?": {"all", "percent"},
+            "connectNulls?": "bool",
         },
-        "querySettings?": [{"queryIndex": "int", "colorMode?": {"fixed", "fixed-single"}, "colorValue?": COLOR,
-                            "lineStyle?": {"solid", "dashed", "dotted"}, "areaOpacity?": "num",
-                            "format?": FORMAT}],
+        "querySettings?": [
+            {
+                "queryIndex": "int",
+                "colorMode?": {"fixed", "fixed-single"},
+                "colorValue?": COLOR,
+                "lineStyle?": {"solid", "dashed", "dotted"},
+                "areaOpacity?": "num",
+                "format?": FORMAT,
+            }
+        ],
     },
     "StatChart": {
-        "calculation": CALCULATIONS, "metricLabel?": "str", "format?": FORMAT, "thresholds?": THRESHOLDS,
-        "sparkline?": {"color?": "str", "width?": "num"}, "valueFontSize?": "num",
-        "colorMode?": {"value", "background_solid", "none"}, "legendMode?": {"auto", "on", "off"},
+        "calculation": CALCULATIONS,
+        "metricLabel?": "str",
+        "format?": FORMAT,
+        "thresholds?": THRESHOLDS,
+        "sparkline?": {"color?": "str", "width?": "num"},
+        "valueFontSize?": "num",
+        "colorMode?": {"value", "background_solid", "none"},
+        "legendMode?": {"auto", "on", "off"},
         "mappings?": ["any"],
     },
-    "GaugeChart": {"calculation": CALCULATIONS, "format?": FORMAT, "thresholds?": THRESHOLDS, "max?": "num",
-                   "legend?": {"show?": "bool"}},
-    "BarChart": {"calculation": CALCULATIONS, "format?": FORMAT, "sort?": {"asc", "desc"},
-                 "mode?": {"value", "percentage"}},
+    "GaugeChart": {
+        "calculation": CALCULATIONS,
+        "format?": FORMAT,
+        "thresholds?": THRESHOLDS,
+        "max?": "num",
+        "legend?": {"show?": "bool"},
+    },
+    "BarChart": {
+        "calculation": CALCULATIONS,
+        "format?": FORMAT,
+        "sort?": {"asc", "desc"},
+        "mode?": {"value", "percentage"},
+    },
     "Markdown": {"text": "str"},
     "Table": {
         "density?": {"compact", "standard", "comfortable"},
-        "defaultColumnWidth?": "any", "defaultColumnHeight?": "any", "defaultColumnHidden?": "bool",
-        "pagination?": "bool", "enableFiltering?": "bool",
-        "columnSettings?": [{
-            "name": "str", "header?": "str", "headerDescription?": "str", "cellDescription?": "str",
-            "plugin?": "any", "format?": FORMAT, "align?": {"left", "center", "right"},
-            "enableSorting?": "bool", "sort?": {"asc", "desc"}, "width?": "any", "hide?": "bool",
-            "cellSettings?": ["any"], "dataLink?": {"url": "str", "title?": "str", "openNewTab": "bool"},
-        }],
+        "defaultColumnWidth?": "any",
+        "defaultColumnHeight?": "any",
+        "defaultColumnHidden?": "bool",
+        "pagination?": "bool",
+        "enableFiltering?": "bool",
+        "columnSettings?": [
+            {
+                "name": "str",
+                "header?": "str",
+                "headerDescription?": "str",
+                "cellDescription?": "str",
+                "plugin?": "any",
+                "format?": FORMAT,
+                "align?": {"left", "center", "right"},
+                "enableSorting?": "bool",
+                "sort?": {"asc", "desc"},
+                "width?": "any",
+                "hide?": "bool",
+                "cellSettings?": ["any"],
+                "dataLink?": {"url": "str", "title?": "str", "openNewTab": "bool"},
+            }
+        ],
         "cellSettings?": ["any"],
-        "transforms?": [{"kind": {"JoinByColumnValue", "MergeColumns", "MergeIndexedColumns", "MergeSeries"},
-                         "spec": "any"}],
+        "transforms?": [
+            {
+                "kind": {"JoinByColumnValue", "MergeColumns", "MergeIndexedColumns", "MergeSeries"},
+                "spec": "any",
+            }
+        ],
     },
 }
-PROM_QUERY: Schema = {"datasource?": "any", "query": "str", "seriesNameFormat?": "str", "minStep?": "str",
-                      "resolution?": "num"}
+PROM_QUERY: Schema = {
+    "datasource?": "any",
+    "query": "str",
+    "seriesNameFormat?": "str",
+    "minStep?": "str",
+    "resolution?": "num",
+}
 VARIABLE_PLUGINS: dict[str, Schema] = {
     "PrometheusLabelValuesVariable": {"datasource?": "any", "labelName": "str", "matchers?": ["str"]},
     "PrometheusPromQLVariable": {"datasource?": "any", "expr": "str", "labelName": "str"},
 }
 LIST_VARIABLE: Schema = {
-    "name": "str", "display?": {"name?": "str", "description?": "str", "hidden": "bool"},
-    "defaultValue?": "any", "allowAllValue": "bool", "allowMultiple": "bool", "customAllValue?": "str",
+    "name": "str",
+    "display?": {"name?": "str", "description?": "str", "hidden": "bool"},
+    "defaultValue?": "any",
+    "allowAllValue": "bool",
+    "allowMultiple": "bool",
+    "customAllValue?": "str",
     "capturingRegexp?": "str",
-    "sort?": {"none", "alphabetical-asc", "alphabetical-desc", "numerical-asc", "numerical-desc",
-              "alphabetical-ci-asc", "alphabetical-ci-desc"},
+    "sort?": {
+        "none",
+        "alphabetical-asc",
+        "alphabetical-desc",
+        "numerical-asc",
+        "numerical-desc",
+        "alphabetical-ci-asc",
+        "alphabetical-ci-desc",
+    },
     "plugin": {"kind": set(VARIABLE_PLUGINS), "spec": "any"},
 }
-DASHBOARD_SPEC_KEYS = {"display", "datasources", "variables", "panels", "layouts", "duration", "refreshInterval",
-                       "links"}
+DASHBOARD_SPEC_KEYS = {
+    "display",
+    "datasources",
+    "variables",
+    "panels",
+    "layouts",
+    "duration",
+    "refreshInterval",
+    "links",
+}
 PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset",
-    "inf", "nan", "atan2",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
 }
 
 
@@ -131,7 +264,7 @@ def validate(value: Any, schema: Schema, where: str) -> list[str]:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         return [] if ok else [f"{where}: expected a number, got {value!r}"]
     if schema == COLOR:
-        ok = isinstance(value, str) and re.fullmatch(r"#(?:[0-9a-fA-F]{3}){1,2}", value)
+        ok = isinstance(value, str) and re.fullmatch(r"#(?:[0-9a-fA-F]{3}){1,2}", value) is not None
         return [] if ok else [f"{where}: expected a #rgb colour, got {value!r}"]
     if isinstance(schema, set):
         return [] if value in schema else [f"{where}: {value!r} is not one of {sorted(map(str, schema))}"]
@@ -184,7 +317,7 @@ def series_in(query: str) -> set[str]:
     stripped = strip_promql(re.sub(r"\$\{?\w+\}?", "1", query))
     names = set()
     for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", stripped):
-        following = stripped[m.end():].lstrip()
+        following = stripped[m.end() :].lstrip()
         if following.startswith("(") or m.group(0).lower() in PROMQL_WORDS:
             continue
         if m.start() > 0 and (stripped[m.start() - 1].isdigit() or stripped[m.start() - 1] == "."):
@@ -246,8 +379,11 @@ def check(obj: Any, recorded: set[str], allowed_raw: Iterable[str] = ()) -> list
         errors += validate(vspec, LIST_VARIABLE, f"{where}.spec")
         plugin = vspec.get("plugin") or {}
         if plugin.get("kind") in VARIABLE_PLUGINS:
-            errors += validate(plugin.get("spec"), VARIABLE_PLUGINS[plugin["kind"]], f"{where}.spec.plugin.spec")
-            texts = list((plugin.get("spec") or {}).get("matchers") or []) + [(plugin.get("spec") or {}).get("expr", "")]
+            errors += validate(
+                plugin.get("spec"), VARIABLE_PLUGINS[plugin["kind"]], f"{where}.spec.plugin.spec"
+            )
+            pspec = plugin.get("spec") or {}
+            texts = [*(pspec.get("matchers") or []), pspec.get("expr", "")]
             for text in filter(None, texts):
                 errors += _check_text(text, defined, recorded, allowed_raw, f"{where} matcher")
         if vspec.get("name") in defined:
@@ -276,19 +412,33 @@ def check(obj: Any, recorded: set[str], allowed_raw: Iterable[str] = ()) -> list
     return errors
 
 
-def _check_text(text: str, defined: set[str], recorded: set[str], allowed_raw: Iterable[str], where: str) -> list[str]:
+def _check_text(
+    text: str, defined: set[str], recorded: set[str], allowed_raw: Iterable[str], where: str
+) -> list[str]:
     errors = [f"{where}: undefined variable ${v}" for v in sorted(variables_in(text) - defined)]
     raw = series_in(text) - recorded - set(allowed_raw)
-    errors += [f"{where}: reads {name}, which is neither a recorded series nor allowlisted" for name in sorted(raw)]
+    errors += [
+        f"{where}: reads {name}, which is neither a recorded series nor allowlisted" for name in sorted(raw)
+    ]
     return errors
 
 
-def _check_panel(panel: Any, where: str, defined: set[str], recorded: set[str], allowed_raw: Iterable[str]) -> list[str]:
+def _check_panel(
+    panel: Any, where: str, defined: set[str], recorded: set[str], allowed_raw: Iterable[str]
+) -> list[str]:
     if not isinstance(panel, dict) or panel.get("kind") != "Panel":
         return [f"{where}: kind must be Panel"]
     pspec = panel.get("spec") or {}
-    errors = validate(pspec, {"display?": {"name?": "str", "description?": "str"}, "plugin": "any",
-                              "queries?": "any", "links?": "any"}, f"{where}.spec")
+    errors = validate(
+        pspec,
+        {
+            "display?": {"name?": "str", "description?": "str"},
+            "plugin": "any",
+            "queries?": "any",
+            "links?": "any",
+        },
+        f"{where}.spec",
+    )
     if not (pspec.get("display") or {}).get("description"):
         errors.append(f"{where}: every panel says what it shows (display.description)")
     plugin = pspec.get("plugin") or {}
@@ -321,8 +471,15 @@ def _check_grid(layout: Any, where: str, panels: dict[str, Any], referenced: set
         return [f"{where}: kind must be Grid"]
     gspec = layout.get("spec") or {}
     item_schema = {"x": "int", "y": "int", "width": "int", "height": "int", "content?": {"$ref": "str"}}
-    errors = validate(gspec, {"display?": {"title": "str", "collapse?": {"open": "bool"}},
-                              "items": [item_schema], "repeatVariable?": "str"}, f"{where}.spec")
+    errors = validate(
+        gspec,
+        {
+            "display?": {"title": "str", "collapse?": {"open": "bool"}},
+            "items": [item_schema],
+            "repeatVariable?": "str",
+        },
+        f"{where}.spec",
+    )
     if errors:
         return errors
     cells: dict[tuple[int, int], int] = {}
@@ -355,7 +512,7 @@ def load_all(directory: Path) -> dict[Path, Any]:
 
 
 def recorded_series(rule_files: Iterable[Path]) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for path in rule_files:
         for group in (yaml.safe_load(path.read_text()) or {}).get("groups", []):
             names.update(rule["record"] for rule in group.get("rules", []) if "record" in rule)

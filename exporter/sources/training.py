@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter import catalogue as c
+from exporter.exposition import Family
 from exporter.kube import ResourceKind
 from exporter.sources import WatchSource, conditions_of, parse_time
 from exporter.watch import MalformedObject
@@ -130,7 +131,9 @@ def trainjob_state(obj: dict[str, Any], status: dict[str, Any]) -> tuple[str, fl
     return "pending", None, None
 
 
-def _trainjob_start(obj: dict[str, Any], by_type: dict[Any, dict[str, Any]], finished: float | None) -> float | None:
+def _trainjob_start(
+    obj: dict[str, Any], by_type: dict[Any, dict[str, Any]], finished: float | None
+) -> float | None:
     # Resumed after a suspension: the Suspended=False transition is when it (re)started.
     suspended = by_type.get("Suspended")
     if suspended and suspended.get("status") == "False":
@@ -145,7 +148,9 @@ def _trainjob_start(obj: dict[str, Any], by_type: dict[Any, dict[str, Any]], fin
 
 def rayjob_state(status: dict[str, Any]) -> tuple[str, float | None, float | None]:
     deployment = status.get("jobDeploymentStatus") or ""
-    current = RAY_DEPLOYMENT_STATUS.get(deployment) or RAY_JOB_STATUS.get(status.get("jobStatus") or "", "pending")
+    current = RAY_DEPLOYMENT_STATUS.get(deployment) or RAY_JOB_STATUS.get(
+        status.get("jobStatus") or "", "pending"
+    )
     if deployment == "Complete" and current not in ("succeeded", "failed"):
         current = "succeeded" if status.get("jobStatus") == "SUCCEEDED" else "failed"
     start = parse_time(status.get("startTime"))
@@ -189,7 +194,7 @@ class TrainingSource(WatchSource):
                 policy = (spec.get("runPolicy") or {}).get("schedulingPolicy") or {}
                 queue = policy.get("queue") or "" if isinstance(policy, dict) else ""
         job = (namespace, name, kind.kind)
-        lines: dict[c.Family, str] = {
+        lines: dict[Family, str] = {
             c.TRAINING_JOB_INFO: c.TRAINING_JOB_INFO.sample((*job, str(queue)), 1),
             c.TRAINING_JOB_STATUS: "".join(
                 c.TRAINING_JOB_STATUS.sample((*job, s), 1 if s == state else 0) for s in STATUSES
@@ -210,7 +215,9 @@ class TrainingSource(WatchSource):
             self._rerender_pods((namespace, JOBSET_POD_LABEL, name))
         if kind is RAYJOB:
             cluster = status.get("rayClusterName")
-            self._set_ray_cluster(uid, (namespace, cluster) if isinstance(cluster, str) and cluster else None, name)
+            self._set_ray_cluster(
+                uid, (namespace, cluster) if isinstance(cluster, str) and cluster else None, name
+            )
 
     def _replicas(self, kind: ResourceKind, job: tuple[str, str, str], status: dict[str, Any]) -> str:
         lines = []
@@ -219,7 +226,9 @@ class TrainingSource(WatchSource):
                 if isinstance(entry, dict) and isinstance(entry.get("name"), str):
                     for state in REPLICA_STATES:
                         value = entry.get(state) or 0
-                        lines.append(c.TRAINING_JOB_REPLICAS.sample((*job, entry["name"], state), float(value)))
+                        lines.append(
+                            c.TRAINING_JOB_REPLICAS.sample((*job, entry["name"], state), float(value))
+                        )
         elif kind is not RAYJOB:
             replicas = status.get("replicaStatuses") or {}
             if isinstance(replicas, dict):
@@ -273,8 +282,13 @@ class TrainingSource(WatchSource):
         ):
             if labels.get(selector):
                 facts = PodFacts(
-                    namespace, name, str(node), str(labels[selector]), selector,
-                    str(labels.get(replica_label) or "").lower(), owner_kind,
+                    namespace,
+                    name,
+                    str(node),
+                    str(labels[selector]),
+                    selector,
+                    str(labels.get(replica_label) or "").lower(),
+                    owner_kind,
                 )
                 break
         else:
