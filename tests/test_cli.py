@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import harness
+from exporter.pack import local as harness
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from exporter.emulator.scenario import Expected, training_scenario
+from exporter.pack import local as harness
 from exporter.pack import perses
-from tests import harness
 
 DASHBOARD = harness.ROOT / "dashboards" / "training-jobs-overview.yaml"
 RANGE_S = 3600

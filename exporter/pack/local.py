@@ -1,4 +1,7 @@
-"""Real processes for the tests: the emulator, the exporter and a Prometheus server."""
+"""Run the pack locally with real processes: the emulator, the exporter and Prometheus.
+
+Used by `make demo` and by the end-to-end tests.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from exporter.pack import ROOT
 
 
 def free_port() -> int:
@@ -151,7 +154,9 @@ def fast_rules(tmp: Path, interval: str = "1s", window: str = "5s") -> list[Path
 
 
 @contextlib.contextmanager
-def prometheus(tmp: Path, scrape_configs: list[dict[str, Any]], rule_files: list[Path]) -> Iterator[str]:
+def prometheus(
+    tmp: Path, scrape_configs: list[dict[str, Any]], rule_files: list[Path], scrape_interval: str = "1s"
+) -> Iterator[str]:
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeError("prometheus not installed: `make test` installs Debian's package")

@@ -1,0 +1,21 @@
+"""`make demo` keeps working: it starts the whole local stack and reports the dashboard."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+
+def test_demo_runs_and_reports_the_training_dashboard() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter.demo", "--duration", "22", "--report", "10", "--lifecycle", "3"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "Prometheus" in out and "/metrics" in out
+    running = [int(m) for m in re.findall(r"Running jobs\s+(\d+)", out)]
+    assert running and running[-1] >= 5  # the fixture's running jobs plus the simulated ones
+    assert re.search(r"CPU per job\s+\S+=\d", out)
+    assert out.rstrip().endswith("demo stopped")
