@@ -27,8 +27,14 @@ RANGE_S = 3600
 
 def dashboard_report(prom: str) -> str:
     dashboard = yaml.safe_load((DASHBOARDS_DIR / "training-jobs-overview.yaml").read_text())
-    values = {"namespace": ".*", "job": ".*", "__range_s": str(RANGE_S), "__range": "1h",
-              "__rate_interval": "1m", "__interval": "15s"}
+    values = {
+        "namespace": ".*",
+        "job": ".*",
+        "__range_s": str(RANGE_S),
+        "__range": "1h",
+        "__rate_interval": "1m",
+        "__interval": "15s",
+    }
     panels = perses.dashboard_spec(dashboard)["panels"]
     lines = []
     for q in perses.queries(dashboard):
@@ -41,18 +47,24 @@ def dashboard_report(prom: str) -> str:
             lines.append(f"  {title:26} {float(result[0]['value'][1]):g}")
             continue
         cells = []
-        for r in sorted(result, key=lambda r: (r["metric"].get("namespace", ""), r["metric"].get("job_name", ""))):
+        for r in sorted(
+            result, key=lambda r: (r["metric"].get("namespace", ""), r["metric"].get("job_name", ""))
+        ):
             labels = r["metric"]
             name = f"{labels.get('namespace', '')}/{labels.get('job_name', '')}"
             extra = f" {labels['status']}" if "status" in labels else ""
             cells.append(f"{name}{extra}={float(r['value'][1]):.3g}")
-        lines.append(f"  {title:26} " + ", ".join(cells[:6]) + (f" (+{len(cells) - 6} more)" if len(cells) > 6 else ""))
+        lines.append(
+            f"  {title:26} " + ", ".join(cells[:6]) + (f" (+{len(cells) - 6} more)" if len(cells) > 6 else "")
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exporter.demo", description=__doc__)
-    parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
+    parser.add_argument(
+        "--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)"
+    )
     parser.add_argument("--report", type=float, default=30, help="seconds between dashboard reports")
     parser.add_argument("--lifecycle", type=float, default=15, help="seconds between simulated job steps")
     args = parser.parse_args(argv)
@@ -73,13 +85,19 @@ def main(argv: list[str] | None = None) -> int:
             stack.scrape_job("ml-workload-exporter", exporter + "/metrics", honor_labels=True),
             stack.scrape_job("kubelet-cadvisor", url + "/metrics/cadvisor", honor_labels=True),
             stack.scrape_job("ml-gpu-agent", url + "/metrics/nvml", honor_labels=True),
-            stack.scrape_job("nvidia-dcgm-exporter", url + "/metrics/dcgm", honor_labels=False,
-                             labels={"namespace": "nvidia-gpu-operator", "pod": "nvidia-dcgm-exporter-demo"}),
+            stack.scrape_job(
+                "nvidia-dcgm-exporter",
+                url + "/metrics/dcgm",
+                honor_labels=False,
+                labels={"namespace": "nvidia-gpu-operator", "pod": "nvidia-dcgm-exporter-demo"},
+            ),
         ]
         # Rules every 5 s (instead of 30 s) and 1 min rate windows so the demo fills in quickly.
-        prom = es.enter_context(stack.prometheus(workdir, scrape, stack.fast_rules(workdir, "5s", "1m"),
-                                                 scrape_interval="5s"))
-        print(f"""
+        prom = es.enter_context(
+            stack.prometheus(workdir, scrape, stack.fast_rules(workdir, "5s", "1m"), scrape_interval="5s")
+        )
+        print(
+            f"""
 ML workload exporter demo is running (logs and data in {workdir}).
 
   exporter metrics   {exporter}/metrics   (ready: {exporter}/readyz)
@@ -90,7 +108,9 @@ ML workload exporter demo is running (logs and data in {workdir}).
 Try in Prometheus:  namespace_status:ml_training_jobs:count
                     namespace_job_name:ml_training_job_cpu_usage_cores:sum_rate5m
 Stop with Ctrl-C.
-""", flush=True)
+""",
+            flush=True,
+        )
         started = time.monotonic()
         next_report = started + min(args.report, 15)
         while not stopping and (not args.duration or time.monotonic() - started < args.duration):

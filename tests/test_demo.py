@@ -10,7 +10,9 @@ import sys
 def test_demo_runs_and_reports_the_training_dashboard() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "exporter.demo", "--duration", "22", "--report", "10", "--lifecycle", "3"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
