@@ -16,9 +16,9 @@ import yaml
 
 from exporter.emulator.scenario import Expected, training_scenario
 from exporter.pack import local as harness
-from exporter.pack import perses
+from exporter.pack import DASHBOARDS_DIR, perses
 
-DASHBOARD = harness.ROOT / "dashboards" / "training-jobs-overview.yaml"
+DASHBOARD = DASHBOARDS_DIR / "training-jobs-overview.yaml"
 RANGE_S = 3600
 
 
