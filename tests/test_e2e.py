@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from exporter.emulator.scenario import Expected, training_scenario
-from exporter.pack import local as harness
 from exporter.pack import DASHBOARDS_DIR, perses
+from exporter.pack import local as harness
 
 DASHBOARD = DASHBOARDS_DIR / "training-jobs-overview.yaml"
 RANGE_S = 3600
