@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,9 @@ from exporter import catalogue
 from exporter.emulator.apiserver import ApiServer, kubeconfig_for
 from exporter.health import HealthRegistry
 from exporter.kube import KubeClient, ResourceKind, load_configuration
+from exporter.sources.training import PODS, TRAINJOB, V1_KINDS, TrainingSource
 from exporter.store import Store
+from exporter.watch import NAMESPACES, NamespaceScope, WatchSettings
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -41,14 +45,20 @@ async def make_cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
     """Start emulated API servers on loopback in the test's event loop."""
     runners: list[tuple[ApiServer, web.AppRunner]] = []
 
-    async def start(kinds: Iterable[ResourceKind], token: str | None = None, **kwargs: Any) -> Cluster:
+    async def start(
+        kinds: Iterable[ResourceKind],
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        **kwargs: Any,
+    ) -> Cluster:
         api = ApiServer(kinds, token=token, **kwargs)
         runner = web.AppRunner(api.app(), handle_signals=False, shutdown_timeout=1)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         runners.append((api, runner))
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        scheme = "https" if ssl_context else "http"
+        url = f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
         kubeconfig = tmp_path / f"kubeconfig-{len(runners)}.yaml"
         kubeconfig.write_text(kubeconfig_for(url, token))
         return Cluster(api, url, kubeconfig)
@@ -76,3 +86,49 @@ def store() -> Store:
 @pytest.fixture
 def registry() -> HealthRegistry:
     return HealthRegistry("cluster")
+
+
+PYTORCH = V1_KINDS[0]
+FAST = WatchSettings(page_size=2, watch_timeout=30, backoff_initial=0.01, backoff_max=0.05, absent_retry=0.2)
+ALL_KINDS = (*V1_KINDS, TRAINJOB, PODS, NAMESPACES)
+
+
+def jobs_in(store: Store) -> set[str]:
+    text = b"".join(store.render()).decode()
+    return {
+        line.split('job_name="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("ml_training_job_info{")
+    }
+
+
+def status_of(store: Store, job: str) -> str:
+    for line in b"".join(store.render()).decode().splitlines():
+        if line.startswith("ml_training_job_status{") and f'job_name="{job}"' in line and line.endswith(" 1"):
+            return line.split('status="')[1].split('"')[0]
+    raise AssertionError(f"no status for {job}")
+
+
+@contextlib.asynccontextmanager
+async def training(
+    cluster: Cluster,
+    store: Store,
+    registry: HealthRegistry,
+    scope: NamespaceScope | None = None,
+    settings: WatchSettings = FAST,
+    client: KubeClient | None = None,
+) -> AsyncIterator[TrainingSource]:
+    client = client or cluster.client()
+    scope = scope or NamespaceScope()
+    source = TrainingSource(store, registry, client, scope, settings)
+    task = asyncio.create_task(source.run())
+    try:
+        yield source
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+
+
+MakeCluster = Callable[..., Awaitable[Cluster]]

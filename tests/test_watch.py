@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import stat
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -15,52 +13,10 @@ from exporter.emulator.apiserver import Fault
 from exporter.emulator.scenario import namespace, v1_job
 from exporter.health import HealthRegistry
 from exporter.kube import KubeClient, load_configuration
-from exporter.sources.training import PODS, TRAINJOB, V1_KINDS, TrainingSource
+from exporter.sources.training import PODS, TRAINJOB, V1_KINDS
 from exporter.store import Store
-from exporter.watch import NAMESPACES, NamespaceScope, Reflector, WatchSettings
-from tests.conftest import Cluster, until
-
-PYTORCH = V1_KINDS[0]
-FAST = WatchSettings(page_size=2, watch_timeout=30, backoff_initial=0.01, backoff_max=0.05, absent_retry=0.2)
-ALL_KINDS = (*V1_KINDS, TRAINJOB, PODS, NAMESPACES)
-
-
-def jobs_in(store: Store) -> set[str]:
-    text = b"".join(store.render()).decode()
-    return {
-        line.split('job_name="')[1].split('"')[0]
-        for line in text.splitlines()
-        if line.startswith("ml_training_job_info{")
-    }
-
-
-def status_of(store: Store, job: str) -> str:
-    for line in b"".join(store.render()).decode().splitlines():
-        if line.startswith("ml_training_job_status{") and f'job_name="{job}"' in line and line.endswith(" 1"):
-            return line.split('status="')[1].split('"')[0]
-    raise AssertionError(f"no status for {job}")
-
-
-@contextlib.asynccontextmanager
-async def training(
-    cluster: Cluster,
-    store: Store,
-    registry: HealthRegistry,
-    scope: NamespaceScope | None = None,
-    settings: WatchSettings = FAST,
-    client: KubeClient | None = None,
-) -> AsyncIterator[TrainingSource]:
-    client = client or cluster.client()
-    scope = scope or NamespaceScope()
-    source = TrainingSource(store, registry, client, scope, settings)
-    task = asyncio.create_task(source.run())
-    try:
-        yield source
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await client.close()
+from exporter.watch import NAMESPACES, NamespaceScope, Reflector
+from tests.conftest import ALL_KINDS, FAST, PYTORCH, Cluster, MakeCluster, jobs_in, status_of, training, until
 
 
 def queries(cluster: Cluster, path_part: str, watch: bool | None = None) -> list[dict[str, list[str]]]:
@@ -71,9 +27,6 @@ def queries(cluster: Cluster, path_part: str, watch: bool | None = None) -> list
         if method == "GET" and path_part in parsed.path and (watch is None or ("watch" in q) == watch):
             out.append(q)
     return out
-
-
-MakeCluster = Callable[..., Awaitable[Cluster]]
 
 
 async def test_paginated_list_then_watch_keeps_store_current(

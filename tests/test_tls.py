@@ -1,0 +1,176 @@
+"""TLS to the API server: CA verification, client certificates, insecure-skip (test clusters only)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from exporter.emulator.scenario import v1_job
+from exporter.health import HealthRegistry
+from exporter.kube import ApiError, KubeClient, load_configuration
+from exporter.sources.training import V1_KINDS
+from exporter.store import Store
+from tests.conftest import FAST, MakeCluster, training, until
+
+PYTORCH = V1_KINDS[0]
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=emulator-ca",
+        cwd=d,
+    )
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, cn in (("server", "127.0.0.1"), ("client", "system:serviceaccount:monitoring:ml-exporter")):
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={cn}",
+            cwd=d,
+        )
+        extra = ["-extfile", "san.ext"] if name == "server" else []
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "1",
+            *extra,
+            cwd=d,
+        )
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=someone-else",
+        cwd=d,
+    )
+    return d
+
+
+def server_context(pki: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(pki / "server.crt", pki / "server.key")
+    context.verify_mode = ssl.CERT_REQUIRED  # the API server asks for a client certificate
+    return context
+
+
+def kubeconfig(path: Path, url: str, pki: Path, ca: str = "ca.crt", insecure: bool = False) -> Path:
+    def b64(name: str) -> str:
+        return base64.b64encode((pki / name).read_bytes()).decode()
+
+    cluster: dict[str, object] = {"server": url}
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
+    else:
+        cluster["certificate-authority-data"] = b64(ca)
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "users": [
+                    {
+                        "name": "u",
+                        "user": {
+                            "client-certificate-data": b64("client.crt"),
+                            "client-key-data": b64("client.key"),
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    return path
+
+
+async def test_client_certificate_and_ca(make_cluster: MakeCluster, pki: Path, tmp_path: Path) -> None:
+    cluster = await make_cluster(V1_KINDS, ssl_context=server_context(pki))
+    cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", "secure", "running", started=1))
+    client = KubeClient(load_configuration(str(kubeconfig(tmp_path / "kc", cluster.url, pki))))
+    async with client:
+        body = await client.get(PYTORCH.path())
+    assert [item["metadata"]["name"] for item in body["items"]] == ["secure"]
+
+
+async def test_wrong_ca_is_refused_unless_insecure_skip(
+    make_cluster: MakeCluster, pki: Path, tmp_path: Path
+) -> None:
+    cluster = await make_cluster(V1_KINDS, ssl_context=server_context(pki))
+    wrong = KubeClient(
+        load_configuration(str(kubeconfig(tmp_path / "kc1", cluster.url, pki, ca="other.crt")))
+    )
+    async with wrong:
+        with pytest.raises(Exception) as excinfo:
+            await wrong.get(PYTORCH.path())
+    assert "certificate" in str(excinfo.value).lower()
+    assert not isinstance(excinfo.value, ApiError)
+    insecure = KubeClient(
+        load_configuration(str(kubeconfig(tmp_path / "kc2", cluster.url, pki, insecure=True)))
+    )
+    async with insecure:
+        assert (await insecure.get(PYTORCH.path()))["items"] == []
+
+
+async def test_tls_failure_marks_the_source_down(
+    make_cluster: MakeCluster, pki: Path, tmp_path: Path, store: Store, registry: HealthRegistry
+) -> None:
+    cluster = await make_cluster(V1_KINDS, ssl_context=server_context(pki))
+    client = KubeClient(
+        load_configuration(str(kubeconfig(tmp_path / "kc", cluster.url, pki, ca="other.crt")))
+    )
+    async with training(cluster, store, registry, settings=FAST, client=client):
+        resource = registry.sources[0].resources[0]
+        await until(lambda: resource.errors["connection"] >= 2, what="TLS errors counted")
+        assert not registry.sources[0].up and not registry.ready
