@@ -81,17 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as es:
         url, kubeconfig, _ = es.enter_context(stack.emulator(workdir, "--lifecycle", str(args.lifecycle)))
         exporter = es.enter_context(stack.exporter(workdir, kubeconfig))
-        scrape = [
-            stack.scrape_job("ml-workload-exporter", exporter + "/metrics", honor_labels=True),
-            stack.scrape_job("kubelet-cadvisor", url + "/metrics/cadvisor", honor_labels=True),
-            stack.scrape_job("ml-gpu-agent", url + "/metrics/nvml", honor_labels=True),
-            stack.scrape_job(
-                "nvidia-dcgm-exporter",
-                url + "/metrics/dcgm",
-                honor_labels=False,
-                labels={"namespace": "nvidia-gpu-operator", "pod": "nvidia-dcgm-exporter-demo"},
-            ),
-        ]
+        scrape = stack.scrape_configs(exporter, url)
         # Rules every 5 s (instead of 30 s) and 1 min rate windows so the demo fills in quickly.
         prom = es.enter_context(
             stack.prometheus(workdir, scrape, stack.fast_rules(workdir, "5s", "1m"), scrape_interval="5s")

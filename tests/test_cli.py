@@ -80,7 +80,7 @@ def test_readyz_waits_for_the_first_sync(tmp_path: Path) -> None:
         from exporter.emulator.apiserver import kubeconfig_for
 
         kubeconfig.write_text(kubeconfig_for(url))
-        with harness.exporter_unready(tmp_path, kubeconfig) as exporter:
+        with harness.exporter(tmp_path, kubeconfig, ready=False) as exporter:
             assert harness.http_get(exporter + "/healthz")[0] == 200
             status, body = harness.http_get(exporter + "/readyz")
             assert status == 503 and b"training" in body

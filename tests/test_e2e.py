@@ -36,18 +36,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         exporter = es.enter_context(
             harness.exporter(tmp, kubeconfig, "--namespace-selector", "opendatahub.io/dashboard=true")
         )
-        scrape = [
-            harness.scrape_job("ml-workload-exporter", exporter + "/metrics", honor_labels=True),
-            harness.scrape_job("kubelet-cadvisor", url + "/metrics/cadvisor", honor_labels=True),
-            harness.scrape_job("ml-gpu-agent", url + "/metrics/nvml", honor_labels=True),
-            # dcgm-exporter as the GPU Operator scrapes it: its own namespace/pod as target labels.
-            harness.scrape_job(
-                "nvidia-dcgm-exporter",
-                url + "/metrics/dcgm",
-                honor_labels=False,
-                labels={"namespace": "nvidia-gpu-operator", "pod": "nvidia-dcgm-exporter-7x9z"},
-            ),
-        ]
+        scrape = harness.scrape_configs(exporter, url)
         prom = es.enter_context(harness.prometheus(tmp, scrape, harness.fast_rules(tmp)))
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

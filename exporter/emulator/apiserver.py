@@ -81,6 +81,12 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return web.Response(status=code, body=orjson.dumps(body), content_type="application/json")
 
 
+def _expired(message: str) -> dict[str, Any]:
+    """The Status object of a 410 Gone watch event."""
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
+            "message": message}  # fmt: skip
+
+
 def _merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
@@ -347,17 +353,7 @@ class ApiServer:
             await response.write(orjson.dumps({"type": event, "object": obj}) + b"\n")
 
         if fault is not None and fault.kind == "gone":
-            await send(
-                "ERROR",
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "reason": "Expired",
-                    "code": 410,
-                    "message": "injected: too old resource version",
-                },
-            )
+            await send("ERROR", _expired("injected: too old resource version"))
             return response
         watcher = _Watcher(namespace, matcher)
         res.watchers.append(watcher)
@@ -368,17 +364,7 @@ class ApiServer:
                     if self._visible(namespace, matcher, obj):
                         await send("ADDED", obj)
             elif int(since) < self.compacted_before:
-                await send(
-                    "ERROR",
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "status": "Failure",
-                        "reason": "Expired",
-                        "code": 410,
-                        "message": f"too old resource version: {since} ({self.compacted_before})",
-                    },
-                )
+                await send("ERROR", _expired(f"too old resource version: {since} ({self.compacted_before})"))
                 return response
             else:
                 for version, event, obj in list(res.history):

@@ -98,40 +98,28 @@ def emulator(tmp: Path, *extra: str) -> Iterator[tuple[str, Path, float]]:
 
 
 @contextlib.contextmanager
-def exporter(tmp: Path, kubeconfig: Path, *extra: str) -> Iterator[str]:
+def exporter(tmp: Path, kubeconfig: Path, *extra: str, ready: bool = True) -> Iterator[str]:
+    """The exporter against `kubeconfig`; waits for /readyz (or only /healthz with ready=False)."""
     port = free_port()
-    args = [
-        sys.executable,
-        "-m",
-        "exporter",
-        "--kubeconfig",
-        str(kubeconfig),
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
-        *extra,
-    ]
+    url = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "exporter", "--kubeconfig", str(kubeconfig), "--web.listen-address",
+            f"127.0.0.1:{port}", *extra]  # fmt: skip
     with process(args, tmp / "exporter.log") as proc:
-        wait_for(f"http://127.0.0.1:{port}/readyz", proc=proc)
-        yield f"http://127.0.0.1:{port}"
+        wait_for(url + ("/readyz" if ready else "/healthz"), proc=proc)
+        yield url
 
 
-@contextlib.contextmanager
-def exporter_unready(tmp: Path, kubeconfig: Path, *extra: str) -> Iterator[str]:
-    """The exporter started and serving, without waiting for it to become ready."""
-    port = free_port()
-    args = [
-        sys.executable,
-        "-m",
-        "exporter",
-        "--kubeconfig",
-        str(kubeconfig),
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
-        *extra,
-    ]
-    with process(args, tmp / "exporter.log") as proc:
-        wait_for(f"http://127.0.0.1:{port}/healthz", proc=proc)
-        yield f"http://127.0.0.1:{port}"
+def scrape_configs(exporter_url: str, emulator_url: str) -> list[dict[str, Any]]:
+    """How a cluster scrapes the exporter, the kubelet's cAdvisor, the GPU agent and dcgm-exporter."""
+    return [
+        scrape_job("ml-workload-exporter", exporter_url + "/metrics", honor_labels=True),
+        scrape_job("kubelet-cadvisor", emulator_url + "/metrics/cadvisor", honor_labels=True),
+        scrape_job("ml-gpu-agent", emulator_url + "/metrics/nvml", honor_labels=True),
+        # dcgm-exporter as the GPU Operator scrapes it: its own namespace/pod become target labels,
+        # so the workload's are renamed exported_namespace/exported_pod.
+        scrape_job("nvidia-dcgm-exporter", emulator_url + "/metrics/dcgm", honor_labels=False,
+                   labels={"namespace": "nvidia-gpu-operator", "pod": "nvidia-dcgm-exporter-7x9z"}),
+    ]  # fmt: skip
 
 
 def fast_rules(tmp: Path, interval: str = "1s", window: str = "5s") -> list[Path]:
