@@ -103,8 +103,8 @@ class Reflector:
                 self._relist.clear()
                 resource_version = await self._list()
                 backoff.reset()
-                if await self._watch_until_relist(resource_version):
-                    self.health.restarts["relist"] += 1
+                await self._watch_until_relist(resource_version)
+                self.health.restarts["relist"] += 1
             except WatchExpired:
                 self.health.restarts["gone"] += 1
             except ApiError as exc:
@@ -121,7 +121,13 @@ class Reflector:
                 self.health.restarts["timeout"] += 1
                 self.health.up = False
                 await backoff.sleep()
-            except (aiohttp.ClientError, orjson.JSONDecodeError, ConnectionError) as exc:
+            except orjson.JSONDecodeError as exc:
+                self.health.errors["invalid_json"] += 1
+                self.health.restarts["error"] += 1
+                self.health.up = False
+                log.warning("%s: unreadable response: %s", self.kind, exc)
+                await backoff.sleep()
+            except (aiohttp.ClientError, ConnectionError) as exc:
                 self.health.errors["connection"] += 1
                 self.health.restarts["error"] += 1
                 self.health.up = False
@@ -217,8 +223,8 @@ class Reflector:
             self._uids.discard(uid)
             self.handler.delete(uid)
 
-    async def _watch_until_relist(self, resource_version: str) -> bool:
-        """Watch until a relist is requested (returns True) or an error/410 raises."""
+    async def _watch_until_relist(self, resource_version: str) -> None:
+        """Watch until a relist is requested (returns) or an error or 410 Gone raises."""
         watch = asyncio.create_task(self._watch(resource_version))
         relist = asyncio.create_task(self._relist.wait())
         try:
@@ -229,7 +235,6 @@ class Reflector:
                     task.cancel()
         if watch in done:
             watch.result()
-        return True
 
     async def _watch(self, resource_version: str) -> None:
         while True:
@@ -240,7 +245,9 @@ class Reflector:
                 "allowWatchBookmarks": "true",
                 "timeoutSeconds": str(int(timeout)),
             }
+            started, received = time.monotonic(), 0
             async for event in self.client.watch(self._path, params, timeout + self.settings.read_grace):
+                received += 1
                 kind = event.get("type") if isinstance(event, dict) else None
                 obj = event.get("object") if isinstance(event, dict) else None
                 if not isinstance(kind, str) or not isinstance(obj, dict):
@@ -271,7 +278,11 @@ class Reflector:
                 self.health.tracked = len(self._uids)
                 if new_version:
                     resource_version = str(new_version)
-            # The server ended the watch at timeoutSeconds: resume from the last version.
+            # The server ended the watch at timeoutSeconds: resume from the last version. A stream
+            # that a proxy closes at once would otherwise become a hot loop of requests.
+            if not received and time.monotonic() - started < 1.0:
+                self.health.restarts["empty_watch"] += 1
+                await asyncio.sleep(min(1.0, self.settings.backoff_max) * random.uniform(0.5, 1.0))
 
 
 NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
