@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from exporter import catalogue
 from exporter.emulator.scenario import v1_job
 from exporter.health import HealthRegistry
-from exporter.kube import KubeClient
+from exporter.kube import KubeAccess, KubeClient
 from exporter.server import make_app
 from exporter.sources.training import V1_KINDS, TrainingSource
 from exporter.store import Store
@@ -55,7 +55,7 @@ def fill_store(jobs: int) -> tuple[Store, list[dict[str, Any]]]:
     source = TrainingSource(
         store,
         HealthRegistry("cluster"),
-        KubeClient(_UnusedConfiguration()),
+        KubeClient(KubeAccess(_UnusedConfiguration())),
         NamespaceScope(),
         WatchSettings(),
     )

@@ -7,13 +7,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from aiohttp import web
 
 from exporter import __version__, catalogue, config
 from exporter.health import HealthRegistry
-from exporter.kube import KubeClient, KubeConfigError, load_configuration
+from exporter.kube import KubeAccess, KubeClient, KubeConfigError, load_configuration
 from exporter.server import make_app
 from exporter.sources import WatchSource
 from exporter.sources.training import TrainingSource
@@ -46,25 +45,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ml-workload-exporter: --role node is not available in this version yet", file=sys.stderr)
         return 2
     try:
-        kube_configuration = load_configuration(cfg.kubeconfig, cfg.kube_context)
+        kube_access = load_configuration(cfg.kubeconfig, cfg.kube_context)
     except KubeConfigError as exc:
         print(f"ml-workload-exporter: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run_cluster(cfg, kube_configuration))
+        asyncio.run(run_cluster(cfg, kube_access))
     except OSError as exc:  # e.g. the listen address is taken
         print(f"ml-workload-exporter: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def run_cluster(cfg: config.Config, kube_configuration: Any) -> None:
+async def run_cluster(cfg: config.Config, kube_access: KubeAccess) -> None:
     store = Store(catalogue.FAMILIES)
     registry = HealthRegistry(cfg.role)
     settings = WatchSettings(
         page_size=cfg.watch_page_size, watch_timeout=cfg.watch_timeout, absent_retry=cfg.watch_absent_retry
     )
-    client = KubeClient(kube_configuration)
+    client = KubeClient(kube_access)
     scope = NamespaceScope(list(cfg.namespaces or ()), cfg.namespace_selector)
     tasks: list[asyncio.Task[None]] = []
     if cfg.namespace_selector:

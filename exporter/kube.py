@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
+from kubernetes.config.incluster_config import InClusterConfigLoader
 
 
 class KubeConfigError(Exception):
@@ -61,9 +62,44 @@ class ResourceKind:
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
 
-def load_configuration(kubeconfig: str | None, context: str | None = None) -> Any:
-    """A `kubernetes.client.Configuration` from a kubeconfig path, else in-cluster."""
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class TokenFile:
+    """A bearer token file, read again whenever it changes (kubelet rotates bound tokens)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._token = ""
+
+    def token(self) -> str:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return self._token  # mid-rotation: keep the last token; the next request reads again
+        if (st.st_mtime_ns, st.st_ino) != self._stamp:
+            with open(self.path, encoding="utf-8") as handle:
+                self._token = handle.read().strip()
+            self._stamp = (st.st_mtime_ns, st.st_ino)
+        return self._token
+
+
+@dataclass
+class KubeAccess:
+    """Where the API server is and how to authenticate: a `kubernetes.client.Configuration`,
+    plus the service-account token file when running in a pod."""
+
+    configuration: Any
+    token_file: TokenFile | None = None
+
+
+def load_configuration(
+    kubeconfig: str | None, context: str | None = None, service_account_dir: str = SERVICE_ACCOUNT_DIR
+) -> KubeAccess:
+    """Credentials from a kubeconfig path, else in-cluster, else $KUBECONFIG or ~/.kube/config."""
     configuration = kube_client.Configuration()
+    token_file = None
     try:
         if kubeconfig:
             if not os.path.isfile(kubeconfig):
@@ -72,7 +108,12 @@ def load_configuration(kubeconfig: str | None, context: str | None = None) -> An
                 config_file=kubeconfig, context=context, client_configuration=configuration
             )
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            token_path = os.path.join(service_account_dir, "token")
+            loader = InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                token_filename=token_path, cert_filename=os.path.join(service_account_dir, "ca.crt")
+            )
+            loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
+            token_file = TokenFile(token_path)
         else:
             default = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config"))
             if not os.path.isfile(default):
@@ -90,7 +131,7 @@ def load_configuration(kubeconfig: str | None, context: str | None = None) -> An
         raise KubeConfigError(f"kubeconfig {where}: {message}") from exc
     if not configuration.host:
         raise KubeConfigError(f"kubeconfig {kubeconfig}: the selected cluster has no server address")
-    return configuration
+    return KubeAccess(configuration, token_file)
 
 
 def _ssl_context(configuration: Any) -> ssl.SSLContext | bool:
@@ -108,8 +149,10 @@ def _ssl_context(configuration: Any) -> ssl.SSLContext | bool:
 class KubeClient:
     """Minimal async client for list and watch with raw-JSON bodies."""
 
-    def __init__(self, configuration: Any, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, access: KubeAccess, *, connect_timeout: float = 10.0) -> None:
+        configuration = access.configuration
         self._configuration = configuration
+        self._token_file = access.token_file
         self._host = configuration.host.rstrip("/")
         self._ssl = _ssl_context(configuration)
         self._server_hostname = getattr(configuration, "tls_server_name", None) or None
@@ -138,6 +181,9 @@ class KubeClient:
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "ml-workload-exporter"}
+        if self._token_file is not None:
+            headers["Authorization"] = f"Bearer {self._token_file.token()}"
+            return headers
         # get_api_key_with_prefix runs the refresh hook: exec plugins and rotated SA tokens.
         # kubernetes>=36.0.3 keeps the token under "BearerToken", older releases "authorization".
         token = self._configuration.get_api_key_with_prefix(

@@ -174,3 +174,29 @@ async def test_tls_failure_marks_the_source_down(
         resource = registry.sources[0].resources[0]
         await until(lambda: resource.errors["connection"] >= 2, what="TLS errors counted")
         assert not registry.sources[0].up and not registry.ready
+
+
+async def test_in_cluster_token_is_read_again_when_rotated(
+    make_cluster: MakeCluster, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki / "server.crt", pki / "server.key")
+    cluster = await make_cluster(V1_KINDS, token="bound-token-1", ssl_context=context)
+    service_account = tmp_path / "serviceaccount"
+    service_account.mkdir()
+    (service_account / "ca.crt").write_bytes((pki / "ca.crt").read_bytes())
+    (service_account / "token").write_text("bound-token-1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", cluster.url.rsplit(":", 1)[1])
+    access = load_configuration(None, service_account_dir=str(service_account))
+    async with KubeClient(access) as client:
+        assert (await client.get(PYTORCH.path()))["items"] == []
+        # The kubelet swaps the projected token file; the next request must use the new token.
+        (service_account / "token.new").write_text("bound-token-2")
+        (service_account / "token.new").rename(service_account / "token")
+        cluster.api.token = "bound-token-2"
+        assert (await client.get(PYTORCH.path()))["items"] == []
+        cluster.api.token = "bound-token-3"  # not rotated on our side: refused, not crashed
+        with pytest.raises(ApiError) as excinfo:
+            await client.get(PYTORCH.path())
+        assert excinfo.value.status == 401
