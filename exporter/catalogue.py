@@ -59,6 +59,105 @@ WORKLOAD_POD_INFO = Family(
     "workloads",
 )
 
+NB = ("namespace", "notebook")
+NOTEBOOK_INFO = Family(
+    "ml_notebook_info",
+    "gauge",
+    "One series per Notebook (workbench); value 1. user, image, accelerator as Open Data Hub records them.",
+    (*NB, "user", "image", "accelerator"),
+    "notebooks",
+)
+NOTEBOOK_STATUS = Family(
+    "ml_notebook_status",
+    "gauge",
+    "State-set of the notebook's status: running, starting, stopped (rule in docs/notebooks.md).",
+    (*NB, "status"),
+    "notebooks",
+)
+NOTEBOOK_CREATED = Family(
+    "ml_notebook_created_timestamp_seconds", "gauge", "When the Notebook object was created.", NB, "notebooks"
+)
+NOTEBOOK_START = Family(
+    "ml_notebook_start_timestamp_seconds",
+    "gauge",
+    "When the notebook container last started running (status.containerState.running.startedAt).",
+    NB,
+    "notebooks",
+)
+NOTEBOOK_LAST_ACTIVITY = Family(
+    "ml_notebook_last_activity_timestamp_seconds",
+    "gauge",
+    "Last kernel or terminal activity recorded by the culler (notebooks.kubeflow.org/last-activity).",
+    NB,
+    "notebooks",
+)
+NOTEBOOK_STOPPED = Family(
+    "ml_notebook_stopped_timestamp_seconds",
+    "gauge",
+    "When the notebook was stopped or culled (kubeflow-resource-stopped annotation).",
+    NB,
+    "notebooks",
+)
+NOTEBOOK_REQUESTS = Family(
+    "ml_notebook_resource_requests",
+    "gauge",
+    "Resources the notebook pod template requests, summed over containers (unit: core, byte, integer).",
+    (*NB, "resource", "unit"),
+    "notebooks",
+)
+NOTEBOOK_LIMITS = Family(
+    "ml_notebook_resource_limits",
+    "gauge",
+    "Resource limits of the notebook pod template, summed over containers (unit: core, byte, integer).",
+    (*NB, "resource", "unit"),
+    "notebooks",
+)
+NOTEBOOK_KERNELS = Family(
+    "ml_notebook_kernels",
+    "gauge",
+    "Jupyter kernels by execution state (idle, busy, starting, other), as the activity probe last saw.",
+    (*NB, "execution_state"),
+    "notebooks",
+)
+NOTEBOOK_TERMINALS = Family(
+    "ml_notebook_terminals",
+    "gauge",
+    "Open Jupyter terminals, as the activity probe last saw.",
+    NB,
+    "notebooks",
+)
+NOTEBOOK_PROBE_ACTIVITY = Family(
+    "ml_notebook_probe_last_activity_timestamp_seconds",
+    "gauge",
+    "Last kernel or terminal activity the probe saw (the probe time itself while a kernel is busy).",
+    NB,
+    "notebooks",
+)
+NOTEBOOK_PROBE_UP = Family(
+    "ml_notebook_probe_up", "gauge", "1 when the last activity probe of the notebook worked.", NB, "notebooks"
+)
+CULLING_ENABLED = Family(
+    "ml_notebook_culling_enabled",
+    "gauge",
+    "1 when the notebook controller culls idle notebooks (ENABLE_CULLING); namespace is the controller's.",
+    ("namespace",),
+    "notebooks",
+)
+CULLING_IDLE = Family(
+    "ml_notebook_culling_idle_threshold_seconds",
+    "gauge",
+    "Idle time after which the controller culls a notebook (CULL_IDLE_TIME).",
+    ("namespace",),
+    "notebooks",
+)
+CULLING_PERIOD = Family(
+    "ml_notebook_culling_check_period_seconds",
+    "gauge",
+    "How often the controller checks notebooks for idleness (IDLENESS_CHECK_PERIOD).",
+    ("namespace",),
+    "notebooks",
+)
+
 BUILD_INFO = Family(
     "ml_exporter_build_info",
     "gauge",
@@ -113,6 +212,12 @@ API_ERRORS = Family(
     "Failed Kubernetes API requests, by reason (HTTP status code, timeout, connection).",
     ("source", "resource", "reason"),
 )
+NOTEBOOK_PROBES = Family(
+    "ml_exporter_notebook_probes_total",
+    "counter",
+    "Notebook activity probes by result (ok, timeout, connection, http_<code>, invalid).",
+    ("result",),
+)
 OBJECTS_SKIPPED = Family(
     "ml_exporter_objects_skipped_total",
     "counter",
@@ -137,6 +242,21 @@ FAMILIES: tuple[Family, ...] = (
     TRAINING_JOB_START,
     TRAINING_JOB_COMPLETION,
     TRAINING_JOB_REPLICAS,
+    NOTEBOOK_INFO,
+    NOTEBOOK_STATUS,
+    NOTEBOOK_CREATED,
+    NOTEBOOK_START,
+    NOTEBOOK_LAST_ACTIVITY,
+    NOTEBOOK_STOPPED,
+    NOTEBOOK_REQUESTS,
+    NOTEBOOK_LIMITS,
+    NOTEBOOK_KERNELS,
+    NOTEBOOK_TERMINALS,
+    NOTEBOOK_PROBE_ACTIVITY,
+    NOTEBOOK_PROBE_UP,
+    CULLING_ENABLED,
+    CULLING_IDLE,
+    CULLING_PERIOD,
     WORKLOAD_POD_INFO,
     BUILD_INFO,
     SOURCE_UP,
@@ -148,6 +268,7 @@ FAMILIES: tuple[Family, ...] = (
     WATCH_RESTARTS,
     API_ERRORS,
     OBJECTS_SKIPPED,
+    NOTEBOOK_PROBES,
     *PROCESS_FAMILIES,
 )
 

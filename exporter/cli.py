@@ -15,13 +15,14 @@ from exporter.health import HealthRegistry
 from exporter.kube import KubeAccess, KubeClient, KubeConfigError, load_configuration
 from exporter.server import make_app
 from exporter.sources import WatchSource
+from exporter.sources.notebooks import NotebookSource
 from exporter.sources.training import TrainingSource
 from exporter.store import Store
 from exporter.watch import NAMESPACES, NamespaceScope, Reflector, WatchSettings
 
 log = logging.getLogger("exporter")
 
-SOURCES: dict[str, type[WatchSource]] = {"training": TrainingSource}
+SOURCES: dict[str, type[WatchSource]] = {"training": TrainingSource, "notebooks": NotebookSource}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,7 +74,7 @@ async def run_cluster(cfg: config.Config, kube_access: KubeAccess) -> None:
         )
         scope.ready = namespace_reflector.synced  # sources start once the namespace set is known
         tasks.append(asyncio.create_task(namespace_reflector.run()))
-    sources = [SOURCES[name](store, registry, client, scope, settings) for name in cfg.sources]
+    sources = [SOURCES[name](store, registry, client, scope, settings, cfg) for name in cfg.sources]
 
     runner = web.AppRunner(
         make_app(store, registry, cfg.web_telemetry_path), access_log=None, handle_signals=False

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 ROLES = ("cluster", "node")
-CLUSTER_SOURCES = ("training",)
+CLUSTER_SOURCES = ("training", "notebooks")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _LABEL_KEY = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
@@ -104,6 +104,24 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
+def _bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _url_template(value: str) -> str:
+    try:
+        url = value.format(name="nb", namespace="ns")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(f"{value!r} may only use {{name}} and {{namespace}}") from None
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http(s) URL template")
+    return value.rstrip("/")
+
+
 def _file(value: str) -> str:
     if not os.path.isfile(value):
         raise ValueError(f"{value!r}: no such file")
@@ -154,6 +172,23 @@ OPTIONS = (
         "60",
         "seconds between probes for a resource whose CRD is missing",
     ),
+    Option(
+        "notebooks.controller-namespace",
+        str,
+        "opendatahub",
+        "namespace of notebook-controller-culler-config (ODH: opendatahub, RHOAI: redhat-ods-applications, "
+        "Kubeflow: kubeflow)",
+    ),
+    Option("notebooks.probe", _bool, "false", "poll running notebooks' Jupyter API for kernel activity"),
+    Option(
+        "notebooks.probe-url",
+        _url_template,
+        "http://{name}.{namespace}.svc:80/notebook/{namespace}/{name}",
+        "Jupyter base URL of a notebook ({name}, {namespace}); /api/kernels and /api/terminals are appended",
+    ),
+    Option("notebooks.probe-interval", _seconds(1), "60", "seconds between polls of one notebook"),
+    Option("notebooks.probe-timeout", _seconds(0.1), "5", "seconds before a poll gives up"),
+    Option("notebooks.probe-concurrency", _positive_int, "8", "notebooks polled at once"),
     Option("log.level", _choice(LOG_LEVELS), "info", "log level"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -172,7 +207,18 @@ class Config:
     watch_page_size: int
     watch_timeout: float
     watch_absent_retry: float
+    notebooks_controller_namespace: str
+    notebooks_probe: bool
+    notebooks_probe_url: str
+    notebooks_probe_interval: float
+    notebooks_probe_timeout: float
+    notebooks_probe_concurrency: int
     log_level: str
+
+
+def defaults() -> Config:
+    """Every option at its default (for sources built outside the command line)."""
+    return load([], environ={})
 
 
 def argument_parser() -> argparse.ArgumentParser:

@@ -78,6 +78,7 @@ class Reflector:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         accept: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.client = client
@@ -87,6 +88,7 @@ class Reflector:
         self.settings = settings
         self.namespace = namespace
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.accept = accept
         self._uids: set[str] = set()
         self._relist = asyncio.Event()
@@ -153,7 +155,12 @@ class Reflector:
             await asyncio.wait_for(self._relist.wait(), self.settings.absent_retry)
 
     def _params(self) -> dict[str, str]:
-        return {"labelSelector": self.label_selector} if self.label_selector else {}
+        params = {}
+        if self.label_selector:
+            params["labelSelector"] = self.label_selector
+        if self.field_selector:
+            params["fieldSelector"] = self.field_selector
+        return params
 
     async def _list(self) -> str:
         seen: set[str] = set()

@@ -74,6 +74,13 @@ def test_shipped_dashboards_pass_the_check() -> None:
         assert perses.check(obj, RECORDED) == [], path
 
 
+def test_shipped_dashboard_files_quote_yaml11_booleans() -> None:
+    for path in sorted(DASHBOARDS_DIR.glob("*.yaml")):
+        assert perses.text_errors(path.read_text()) == [], path
+    assert perses.text_errors("items:\n  - {x: 0, y: 0}\n  - x: 1\n    y: 2\n") != []
+    assert perses.text_errors('items:\n  - x: 1\n    "y": 2\n') == []
+
+
 def test_v1alpha1_shape_is_producible_and_valid() -> None:
     old = perses.to_api_version(TRAINING, "perses.dev/v1alpha1")
     assert old["apiVersion"] == "perses.dev/v1alpha1" and "config" not in old["spec"]

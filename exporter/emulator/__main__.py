@@ -9,17 +9,22 @@ import sys
 
 from aiohttp import web
 
-from exporter.emulator import kubelet, scenario
+from exporter.emulator import jupyter, kubelet, scenario
 from exporter.emulator.apiserver import ApiServer, kubeconfig_for
 
 
 async def serve(args: argparse.Namespace) -> None:
-    objs, _ = scenario.training_scenario() if args.scenario == "training" else ([], None)
+    objs = []
+    if args.scenario in ("default", "training"):
+        objs += scenario.training_scenario()[0]
+    if args.scenario in ("default", "notebooks"):
+        objs += scenario.notebooks_scenario()[0]
     kinds = {kind for kind, _ in objs} | set(scenario.KINDS.values())
     api = ApiServer(kinds, token=args.token or None, bookmark_interval=args.bookmark_interval)
     scenario.load(api, objs)
     app = api.app()
     kubelet.add_routes(app, api)
+    jupyter.add_routes(app, api)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -44,7 +49,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m exporter.emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--scenario", choices=("training", "empty"), default="training")
+    parser.add_argument(
+        "--scenario", choices=("default", "training", "notebooks", "empty"), default="default"
+    )
     parser.add_argument("--kubeconfig-out", help="write a kubeconfig for the emulator here")
     parser.add_argument("--token", default="", help="require this bearer token")
     parser.add_argument(

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from exporter.emulator.selectors import SelectorError, parse_selector
+from exporter.emulator.selectors import SelectorError, parse_selectors
 from exporter.kube import ResourceKind
 
 CLOSE = "_CLOSE"  # queue sentinel: end the watch stream
@@ -169,7 +169,7 @@ class ApiServer:
         metadata = obj.get("metadata", {})
         if namespace and metadata.get("namespace") != namespace:
             return False
-        return bool(matcher(metadata.get("labels") or {}))
+        return bool(matcher(obj))
 
     def apply(self, kind: ResourceKind, obj: dict[str, Any]) -> dict[str, Any]:
         """Create or replace an object; fills uid, resourceVersion, creationTimestamp."""
@@ -300,7 +300,9 @@ class ApiServer:
             return _status(400, "BadRequest", str(exc))
 
     def _list(self, request: web.Request, res: _Resource, namespace: str | None) -> web.Response:
-        matcher = parse_selector(request.query.get("labelSelector", ""))
+        matcher = parse_selectors(
+            request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
+        )
         limit = int(request.query.get("limit") or 0)
         token = request.query.get("continue")
         start_after: list[str] | None = None
@@ -341,7 +343,9 @@ class ApiServer:
     async def _watch(
         self, request: web.Request, res: _Resource, namespace: str | None, fault: Fault | None
     ) -> web.StreamResponse:
-        matcher = parse_selector(request.query.get("labelSelector", ""))
+        matcher = parse_selectors(
+            request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
+        )
         timeout = float(request.query.get("timeoutSeconds") or 1800)
         bookmarks = request.query.get("allowWatchBookmarks") == "true"
         since = request.query.get("resourceVersion") or "0"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -449,3 +450,102 @@ async def lifecycle(api: ApiServer, interval: float = 15.0, seed: int = 1) -> No
             next_live.append((ns_, job, age + 1))
         live = next_live
         await asyncio.sleep(interval)
+
+
+NOTEBOOK_KIND = ResourceKind("kubeflow.org", "v1", "notebooks", "Notebook")
+CONFIGMAP_KIND = ResourceKind("", "v1", "configmaps", "ConfigMap")
+KINDS["Notebook"] = NOTEBOOK_KIND
+KINDS["ConfigMap"] = CONFIGMAP_KIND
+
+
+def notebook(ns: str, name: str, *, state: str, requests: dict[str, str], limits: dict[str, str] | None = None,
+             odh: bool = True, user: str = "", image: str = "quay.io/modh/odh-minimal-notebook:2024.2",
+             kernels: list[dict[str, Any]] | None = None, terminals: list[dict[str, Any]] | None = None,
+             started: float = 7200, culler_activity: float | None = None, stopped: float | None = None,
+             accelerator: str = "") -> dict[str, Any]:  # fmt: skip
+    """A Notebook as the ODH dashboard (odh=True) or the Kubeflow UI creates it.
+
+    `kernels` ([{"state": "idle", "ago": s}]) and `terminals` ([{"ago": s}]) script the
+    simulated Jupyter server (exporter.emulator.jupyter)."""
+    annotations: dict[str, str] = {}
+    labels: dict[str, str] = {"app": name}
+    containers: list[dict[str, Any]] = [
+        {"name": name, "image": image, "resources": {"requests": requests, "limits": limits or requests}}
+    ]
+    if odh:
+        labels["opendatahub.io/dashboard"] = "true"
+        if user:
+            labels["opendatahub.io/user"] = user
+            annotations["opendatahub.io/username"] = user
+        annotations["notebooks.opendatahub.io/last-image-selection"] = image.rsplit("/", 1)[-1]
+        containers.append({"name": "oauth-proxy", "image": "registry.redhat.io/openshift4/ose-oauth-proxy:v4.14",
+                           "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
+                                         "limits": {"cpu": "100m", "memory": "64Mi"}}})  # fmt: skip
+    if accelerator:
+        annotations["opendatahub.io/accelerator-name"] = accelerator
+    if culler_activity is not None:
+        annotations["notebooks.kubeflow.org/last-activity"] = now_rfc3339(-culler_activity)
+    if stopped is not None:
+        annotations["kubeflow-resource-stopped"] = now_rfc3339(-stopped)
+    annotations[SIM + "kernels"] = json.dumps(kernels or [])
+    annotations[SIM + "terminals"] = json.dumps(terminals or [])
+    status: dict[str, Any] = {"readyReplicas": 1 if state == "running" else 0, "conditions": []}
+    if state == "running":
+        status["containerState"] = {"running": {"startedAt": now_rfc3339(-started)}}
+    elif state == "starting":
+        status["containerState"] = {"waiting": {"reason": "ContainerCreating"}}
+    return {"metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations,
+                         "creationTimestamp": now_rfc3339(-started - 60)},
+            "spec": {"template": {"spec": {"containers": containers}}}, "status": status}  # fmt: skip
+
+
+def notebook_pod(ns: str, name: str, **kw: Any) -> dict[str, Any]:
+    obj = pod(ns, f"{name}-0", {"notebook-name": name, "statefulset": name}, **kw)
+    obj["spec"]["containers"][0]["name"] = name
+    return obj
+
+
+@dataclass(frozen=True)
+class NotebookExpected:
+    active: dict[str, float]  # namespace -> running notebooks
+    idle: dict[tuple[str, str], float]  # running notebooks' idle seconds at scenario time
+    gpus_allocated: float
+    gpu_utilization: dict[tuple[str, str], float]
+    idle_gpu_holders: set[tuple[str, str]]
+    cpu_request_utilization: dict[tuple[str, str], float]
+
+
+def notebooks_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], NotebookExpected]:
+    """Workbenches: idle with a GPU, busy, stopped, starting, terminals only; and the culler config."""
+    nb = NOTEBOOK_KIND
+    day = 86400.0
+    objs: list[tuple[ResourceKind, dict[str, Any]]] = [
+        (nb, notebook("team-a", "alice-wb", state="running", user="alice", accelerator="NVIDIA GPU",
+                      requests={"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
+                      kernels=[{"state": "idle", "ago": 1.25 * day}, {"state": "idle", "ago": 1.5 * day}],
+                      culler_activity=1.3 * day, started=2 * day)),
+        (t.PODS, notebook_pod("team-a", "alice-wb", node="gpu-node-4", cpu=0.05, memory=2 * GIB,
+                              gpus="GPU-0a1b2c3d-0101=0.02@nvml", started=2 * day)),
+        (nb, notebook("team-a", "bob-wb", state="running", user="bob", requests={"cpu": "1", "memory": "4Gi"},
+                      kernels=[{"state": "busy", "ago": 600}, {"state": "idle", "ago": 300}])),
+        (t.PODS, notebook_pod("team-a", "bob-wb", node="cpu-node-1", cpu=0.9, memory=3 * GIB)),
+        (nb, notebook("team-a", "carol-wb", state="stopped", user="carol", requests={"cpu": "4", "memory": "16Gi"},
+                      stopped=5 * 3600)),
+        (nb, notebook("team-b", "dave-nb", state="starting", odh=False, image="kubeflownotebookswg/jupyter-scipy:v1.8.0",
+                      requests={"cpu": "500m", "memory": "1Gi"})),
+        (nb, notebook("team-b", "erin-nb", state="running", odh=False, image="kubeflownotebookswg/jupyter-pytorch-cuda:v1.8.0",
+                      requests={"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"}, terminals=[{"ago": 7200}])),
+        (t.PODS, notebook_pod("team-b", "erin-nb", node="gpu-node-5", cpu=0.2, memory=GIB,
+                              gpus="GPU-0a1b2c3d-0102=0.5@dcgm")),
+        (CONFIGMAP_KIND, {"metadata": {"name": "notebook-controller-culler-config", "namespace": "opendatahub"},
+                          "data": {"ENABLE_CULLING": "true", "CULL_IDLE_TIME": "1440", "IDLENESS_CHECK_PERIOD": "5"}}),
+    ]  # fmt: skip
+    expected = NotebookExpected(
+        active={"team-a": 2, "team-b": 1},
+        idle={("team-a", "alice-wb"): 1.25 * day, ("team-a", "bob-wb"): 0, ("team-b", "erin-nb"): 7200},
+        gpus_allocated=2,
+        gpu_utilization={("team-a", "alice-wb"): 0.02, ("team-b", "erin-nb"): 0.5},
+        idle_gpu_holders={("team-a", "alice-wb")},
+        cpu_request_utilization={("team-a", "alice-wb"): 0.05 / 2, ("team-a", "bob-wb"): 0.9, ("team-b", "erin-nb"): 0.2},
+    )  # fmt: skip
+    return objs, expected

@@ -27,7 +27,7 @@ def check() -> int:
         failures += not result.ok
     recorded = perses.recorded_series(generate.rule_files())
     for path, obj in perses.load_all(DASHBOARDS_DIR).items():
-        errors = perses.check(obj, recorded, ALLOWED_RAW_SERIES)
+        errors = perses.text_errors(path.read_text()) + perses.check(obj, recorded, ALLOWED_RAW_SERIES)
         print(f"dashboard {path.name}: {'ok' if not errors else 'FAILED'}")
         for error in errors:
             print(f"  {error}")

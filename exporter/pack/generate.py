@@ -11,7 +11,12 @@ from exporter.pack import DOCS_DIR, RULES_DIR
 
 PROMETHEUS_RULE = RULES_DIR / "generated" / "ml-workload-exporter.prometheusrule.yaml"
 METRICS_DOC = DOCS_DIR / "metrics.md"
-GROUP_TITLES = {"training": "Training jobs", "workloads": "Workload joins", "exporter": "Exporter health"}
+GROUP_TITLES = {
+    "training": "Training jobs",
+    "notebooks": "Notebooks (workbenches)",
+    "workloads": "Workload joins",
+    "exporter": "Exporter health",
+}
 
 
 def rule_files() -> list[Path]:

@@ -507,6 +507,19 @@ def _check_grid(layout: Any, where: str, panels: dict[str, Any], referenced: set
     return errors
 
 
+YAML11_BOOLEAN_KEY = re.compile(r"(?:^\s*(?:- )?|[{,]\s*)(?:y|n|yes|no|on|off)\s*:", re.M | re.I)
+
+
+def text_errors(text: str) -> list[str]:
+    """Problems a YAML 1.1 reader (the Kubernetes apply path) would have with the file's text."""
+    errors = []
+    for m in YAML11_BOOLEAN_KEY.finditer(text):
+        key = m.group(0).strip(" -{,")
+        line = text.count("\n", 0, m.start()) + 1
+        errors.append(f"line {line}: unquoted key {key!r} reads as a boolean in YAML 1.1; quote it")
+    return errors
+
+
 def load_all(directory: Path) -> dict[Path, Any]:
     return {path: yaml.safe_load(path.read_text()) for path in sorted(directory.glob("*.yaml"))}
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
+from exporter.config import Config, defaults
 from exporter.health import HealthRegistry
 from exporter.kube import KubeClient, ResourceKind
 from exporter.store import Store
-from exporter.watch import Handler, NamespaceScope, Reflector, WatchSettings
+from exporter.watch import Handler, MalformedObject, NamespaceScope, Reflector, WatchSettings
+
+DEFAULTS = defaults()
 
 
 class WatchSource:
@@ -24,7 +29,9 @@ class WatchSource:
         client: KubeClient,
         scope: NamespaceScope,
         settings: WatchSettings,
+        options: Config | None = None,
     ) -> None:
+        self.options = options or DEFAULTS
         self.store = store
         self.health = registry.source(self.name)
         self.client = client
@@ -32,26 +39,42 @@ class WatchSource:
         self.settings = settings
         self.reflectors: list[Reflector] = []
 
-    def watch(self, kind: ResourceKind, handler: Handler, label_selector: str | None = None) -> None:
-        resource = str(kind) if not label_selector else f"{kind}[{label_selector}]"
-        for namespace in self.scope.watch_namespaces:
-            health = self.health.resource(resource if namespace is None else f"{resource}@{namespace}")
+    def watch(
+        self,
+        kind: ResourceKind,
+        handler: Handler,
+        label_selector: str | None = None,
+        *,
+        field_selector: str | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        """Watch `kind` in every namespace in scope, or in `namespace` only, whatever the scope
+        (for objects of the platform itself, such as a controller's ConfigMap)."""
+        selectors = ",".join(filter(None, (label_selector, field_selector)))
+        resource = f"{kind}[{selectors}]" if selectors else str(kind)
+        for ns in [namespace] if namespace else self.scope.watch_namespaces:
             reflector = Reflector(
                 self.client,
                 kind,
                 handler,
-                health,
+                self.health.resource(resource if ns is None else f"{resource}@{ns}"),
                 self.settings,
-                namespace=namespace,
+                namespace=ns,
                 label_selector=label_selector,
-                accept=self.scope.accept(),
+                field_selector=field_selector,
+                accept=None if namespace else self.scope.accept(),
             )
-            self.scope.register(reflector)
+            if not namespace:
+                self.scope.register(reflector)
             self.reflectors.append(reflector)
+
+    def background(self) -> list[Coroutine[Any, Any, None]]:
+        """Tasks besides the reflectors (pollers); they start with them."""
+        return []
 
     async def run(self) -> None:
         await self.scope.ready.wait()
-        await asyncio.gather(*(r.run() for r in self.reflectors))
+        await asyncio.gather(*(r.run() for r in self.reflectors), *self.background())
 
 
 def parse_time(value: Any) -> float | None:
@@ -69,3 +92,52 @@ def conditions_of(status: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(conditions, list):
         return []
     return [c for c in conditions if isinstance(c, dict)]
+
+
+_QUANTITY = re.compile(
+    r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$"
+)
+_SUFFIX = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+}  # fmt: skip
+
+
+def parse_quantity(value: Any) -> float:
+    """A Kubernetes resource quantity ("500m", "1.5Gi", "2", "1e3") as a plain number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    m = _QUANTITY.match(str(value).strip())
+    if m is None:
+        raise MalformedObject("bad_quantity")
+    number, exponent, suffix = m.groups()
+    if exponent:
+        return float(number + exponent)
+    return float(number) * (_SUFFIX[suffix] if suffix else 1)
+
+
+def metadata_of(obj: dict[str, Any]) -> tuple[dict[str, Any], str, str, dict[str, str]]:
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        raise MalformedObject("no_metadata")
+    namespace, name = metadata.get("namespace"), metadata.get("name")
+    if not isinstance(namespace, str) or not isinstance(name, str) or not namespace or not name:
+        raise MalformedObject("no_name")
+    labels = metadata.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise MalformedObject("bad_labels")
+    return metadata, namespace, name, labels
+
+
+def status_of(obj: dict[str, Any]) -> dict[str, Any]:
+    status = obj.get("status") or {}
+    if not isinstance(status, dict):
+        raise MalformedObject("bad_status")
+    return status
+
+
+class Callbacks:
+    """A reflector handler made of two functions."""
+
+    def __init__(self, upsert: Callable[[dict[str, Any]], None], delete: Callable[[str], None]) -> None:
+        self.upsert, self.delete = upsert, delete

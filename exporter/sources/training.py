@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from exporter import catalogue as c
 from exporter.exposition import Family
 from exporter.kube import ResourceKind
-from exporter.sources import WatchSource, conditions_of, parse_time
+from exporter.sources import Callbacks, WatchSource, conditions_of, metadata_of, parse_time, status_of
 from exporter.watch import MalformedObject
 
 STATUSES = ("pending", "running", "restarting", "suspended", "succeeded", "failed")
@@ -78,26 +79,6 @@ class PodFacts:
     selector_label: str
     replica_type: str
     owner_kind: str
-
-
-def _metadata(obj: dict[str, Any]) -> tuple[dict[str, Any], str, str, dict[str, str]]:
-    metadata = obj.get("metadata")
-    if not isinstance(metadata, dict):
-        raise MalformedObject("no_metadata")
-    namespace, name = metadata.get("namespace"), metadata.get("name")
-    if not isinstance(namespace, str) or not isinstance(name, str) or not namespace or not name:
-        raise MalformedObject("no_name")
-    labels = metadata.get("labels") or {}
-    if not isinstance(labels, dict):
-        raise MalformedObject("bad_labels")
-    return metadata, namespace, name, labels
-
-
-def _status(obj: dict[str, Any]) -> dict[str, Any]:
-    status = obj.get("status") or {}
-    if not isinstance(status, dict):
-        raise MalformedObject("bad_status")
-    return status
 
 
 def _true(cond: dict[str, Any]) -> bool:
@@ -170,15 +151,15 @@ class TrainingSource(WatchSource):
         self.pods: dict[str, PodFacts] = {}
         self.pods_by_workload: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         for kind in (*V1_KINDS, TRAINJOB, RAYJOB):
-            self.watch(kind, _JobHandler(self, kind))
-        pods = _PodHandler(self)
+            self.watch(kind, Callbacks(partial(self.upsert_job, kind), self.delete_job))
+        pods = Callbacks(self.upsert_pod, self.delete_pod)
         for label in (V1_POD_LABEL, JOBSET_POD_LABEL, RAY_POD_LABEL):
             self.watch(PODS, pods, label_selector=label)
 
     # -- jobs -----------------------------------------------------------------------------------
     def upsert_job(self, kind: ResourceKind, obj: dict[str, Any]) -> None:
-        metadata, namespace, name, labels = _metadata(obj)
-        status = _status(obj)
+        metadata, namespace, name, labels = metadata_of(obj)
+        status = status_of(obj)
         spec = obj.get("spec") or {}
         if not isinstance(spec, dict):
             raise MalformedObject("bad_spec")
@@ -268,7 +249,7 @@ class TrainingSource(WatchSource):
 
     # -- pods -----------------------------------------------------------------------------------
     def upsert_pod(self, obj: dict[str, Any]) -> None:
-        metadata, namespace, name, labels = _metadata(obj)
+        metadata, namespace, name, labels = metadata_of(obj)
         spec = obj.get("spec") or {}
         node = spec.get("nodeName") or "" if isinstance(spec, dict) else ""
         owner_kind = ""
@@ -336,25 +317,3 @@ class TrainingSource(WatchSource):
     def _rerender_pods(self, key: tuple[str, str, str]) -> None:
         for uid in self.pods_by_workload.get(key, ()):
             self._render_pod(uid, self.pods[uid])
-
-
-class _JobHandler:
-    def __init__(self, source: TrainingSource, kind: ResourceKind) -> None:
-        self.source, self.kind = source, kind
-
-    def upsert(self, obj: dict[str, Any]) -> None:
-        self.source.upsert_job(self.kind, obj)
-
-    def delete(self, uid: str) -> None:
-        self.source.delete_job(uid)
-
-
-class _PodHandler:
-    def __init__(self, source: TrainingSource) -> None:
-        self.source = source
-
-    def upsert(self, obj: dict[str, Any]) -> None:
-        self.source.upsert_pod(obj)
-
-    def delete(self, uid: str) -> None:
-        self.source.delete_pod(uid)
