@@ -1,9 +1,10 @@
 """`make demo`: the cluster role against a simulated cluster, with Prometheus and the recording rules.
 
 Starts the Kubernetes API emulator (training jobs that keep being created, run and
-finish), the exporter against it through a kubeconfig, a simulated kubelet/GPU
-target, and Prometheus evaluating the pack's rules; then prints where to look and,
-every `--report` seconds, what the Training Jobs Overview dashboard shows.
+finish; workbenches, one idle with a GPU), the exporter against it through a
+kubeconfig with the notebook activity probe on, a simulated kubelet/GPU target
+and Jupyter servers, and Prometheus evaluating the pack's rules; then prints where to look and,
+every `--report` seconds, what each dashboard in dashboards/ shows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import yaml
 
@@ -25,17 +27,11 @@ from exporter.pack import local as stack
 RANGE_S = 3600
 
 
-def dashboard_report(prom: str) -> str:
-    dashboard = yaml.safe_load((DASHBOARDS_DIR / "training-jobs-overview.yaml").read_text())
-    values = {
-        "namespace": ".*",
-        "job": ".*",
-        "__range_s": str(RANGE_S),
-        "__range": "1h",
-        "__rate_interval": "1m",
-        "__interval": "15s",
-    }
-    panels = perses.dashboard_spec(dashboard)["panels"]
+def dashboard_report(prom: str, dashboard: dict[str, Any]) -> str:
+    """Each panel's current values, every variable at "All"."""
+    spec = perses.dashboard_spec(dashboard)
+    values = {v["spec"]["name"]: ".*" for v in spec.get("variables", [])} | stack.builtin_variables(RANGE_S)
+    panels = spec["panels"]
     lines = []
     for q in perses.queries(dashboard):
         title = panels[q.panel]["spec"]["display"]["name"]
@@ -47,13 +43,12 @@ def dashboard_report(prom: str) -> str:
             lines.append(f"  {title:26} {float(result[0]['value'][1]):g}")
             continue
         cells = []
-        for r in sorted(
-            result, key=lambda r: (r["metric"].get("namespace", ""), r["metric"].get("job_name", ""))
-        ):
+        for r in result:
             labels = r["metric"]
-            name = f"{labels.get('namespace', '')}/{labels.get('job_name', '')}"
-            extra = f" {labels['status']}" if "status" in labels else ""
-            cells.append(f"{name}{extra}={float(r['value'][1]):.3g}")
+            subject = labels.get("job_name") or labels.get("notebook", "")
+            extra = "".join(f" {labels[k]}" for k in ("status", "resource") if k in labels)
+            cells.append(f"{labels.get('namespace', '')}/{subject}{extra}={float(r['value'][1]):.3g}")
+        cells.sort()
         lines.append(
             f"  {title:26} " + ", ".join(cells[:6]) + (f" (+{len(cells) - 6} more)" if len(cells) > 6 else "")
         )
@@ -80,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ml-exporter-demo-"))
     with contextlib.ExitStack() as es:
         url, kubeconfig, _ = es.enter_context(stack.emulator(workdir, "--lifecycle", str(args.lifecycle)))
-        exporter = es.enter_context(stack.exporter(workdir, kubeconfig))
+        exporter = es.enter_context(stack.exporter(
+            workdir, kubeconfig, "--notebooks.probe", "true", "--notebooks.probe-interval", "10",
+            "--notebooks.probe-url", url + "/notebook/{namespace}/{name}",
+        ))  # fmt: skip
         scrape = stack.scrape_configs(exporter, url)
         # Rules every 5 s (instead of 30 s) and 1 min rate windows so the demo fills in quickly.
         prom = es.enter_context(
@@ -93,10 +91,11 @@ ML workload exporter demo is running (logs and data in {workdir}).
   exporter metrics   {exporter}/metrics   (ready: {exporter}/readyz)
   Kubernetes API     {url}   (kubeconfig: {kubeconfig})
   Prometheus         {prom}/graph
-  dashboard          dashboards/training-jobs-overview.yaml (PersesDashboard; queries recorded series)
+  dashboards         dashboards/*.yaml (PersesDashboards; every panel queries recorded series)
 
 Try in Prometheus:  namespace_status:ml_training_jobs:count
                     namespace_job_name:ml_training_job_cpu_usage_cores:sum_rate5m
+                    namespace_notebook:ml_notebook_idle_seconds:max
 Stop with Ctrl-C.
 """,
             flush=True,
@@ -105,8 +104,11 @@ Stop with Ctrl-C.
         next_report = started + min(args.report, 15)
         while not stopping and (not args.duration or time.monotonic() - started < args.duration):
             if time.monotonic() >= next_report:
-                print(f"Training Jobs Overview, last hour (t+{time.monotonic() - started:.0f}s):", flush=True)
-                print(dashboard_report(prom), flush=True)
+                for path in sorted(DASHBOARDS_DIR.glob("*.yaml")):
+                    dashboard = yaml.safe_load(path.read_text())
+                    title = perses.dashboard_spec(dashboard)["display"]["name"]
+                    print(f"{title}, last hour (t+{time.monotonic() - started:.0f}s):", flush=True)
+                    print(dashboard_report(prom, dashboard), flush=True)
                 next_report += args.report
             time.sleep(0.5)
     print("demo stopped", flush=True)

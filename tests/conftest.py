@@ -4,7 +4,8 @@ import asyncio
 import contextlib
 import shutil
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ from aiohttp import web
 
 from exporter import catalogue
 from exporter.emulator.apiserver import ApiServer, kubeconfig_for
+from exporter.emulator.scenario import Expected, NotebookExpected, notebooks_scenario, training_scenario
 from exporter.health import HealthRegistry
 from exporter.kube import KubeClient, ResourceKind, load_configuration
+from exporter.pack import local as harness
 from exporter.sources.training import PODS, TRAINJOB, V1_KINDS, TrainingSource
 from exporter.store import Store
 from exporter.watch import NAMESPACES, NamespaceScope, WatchSettings
@@ -132,3 +135,43 @@ async def training(
 
 
 MakeCluster = Callable[..., Awaitable[Cluster]]
+
+
+class Stack:
+    def __init__(self, prom: str, exporter: str, started: float, expected: Expected,
+                 notebooks: NotebookExpected) -> None:  # fmt: skip
+        self.prom, self.exporter, self.started = prom, exporter, started
+        self.expected, self.notebooks = expected, notebooks
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    expected, notebooks = training_scenario()[1], notebooks_scenario()[1]
+    with contextlib.ExitStack() as es:
+        url, kubeconfig, started = es.enter_context(harness.emulator(tmp))
+        exporter = es.enter_context(
+            harness.exporter(
+                tmp, kubeconfig, "--namespace-selector", "opendatahub.io/dashboard=true",
+                "--notebooks.probe", "true", "--notebooks.probe-interval", "1",
+                "--notebooks.probe-url", url + "/notebook/{namespace}/{name}",
+            )
+        )  # fmt: skip
+        scrape = harness.scrape_configs(exporter, url)
+        prom = es.enter_context(harness.prometheus(tmp, scrape, harness.fast_rules(tmp)))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            gpu = harness.query(prom, "namespace_job_name:ml_training_job_gpu_utilization:avg")
+            cpu = harness.query(
+                prom,
+                'namespace_job_name:ml_training_job_cpu_usage_cores:sum_rate5m{job_name="bert-finetune"}',
+            )
+            idle = harness.query(prom, "namespace_notebook:ml_notebook_idle_seconds:max")
+            # The 5 s rate window is full and the probe has reported.
+            if len(gpu) >= 2 and cpu and float(cpu[0]["value"][1]) > 4.9 and len(idle) >= 3:
+                break
+            time.sleep(0.5)
+        else:
+            logs = "\n".join((tmp / name).read_text()[-3000:] for name in ("exporter.log", "prometheus.log"))
+            pytest.fail(f"recording rules produced no data within 90s\n{logs}")
+        yield Stack(prom, exporter, started, expected, notebooks)

@@ -1,4 +1,4 @@
-"""`make demo` keeps working: it starts the whole local stack and reports the dashboard."""
+"""`make demo` keeps working: it starts the whole local stack and reports every dashboard."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 
-def test_demo_runs_and_reports_the_training_dashboard() -> None:
+def test_demo_runs_and_reports_the_dashboards() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "exporter.demo", "--duration", "22", "--report", "10", "--lifecycle", "3"],
         capture_output=True,
@@ -20,4 +20,6 @@ def test_demo_runs_and_reports_the_training_dashboard() -> None:
     running = [int(m) for m in re.findall(r"Running jobs\s+(\d+)", out)]
     assert running and running[-1] >= 5  # the fixture's running jobs plus the simulated ones
     assert re.search(r"CPU per job\s+\S+=\d", out)
+    assert re.findall(r"Active notebooks\s+(\d+)", out)[-1] == "3"
+    assert re.search(r"Idle > 24 h holding GPUs\s+1", out)
     assert out.rstrip().endswith("demo stopped")

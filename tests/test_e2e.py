@@ -6,52 +6,19 @@ the values the training scenario implies.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from exporter.emulator.scenario import Expected, training_scenario
+from exporter.emulator.scenario import training_scenario
 from exporter.pack import DASHBOARDS_DIR, perses
 from exporter.pack import local as harness
+from tests.conftest import Stack
 
 DASHBOARD = DASHBOARDS_DIR / "training-jobs-overview.yaml"
 RANGE_S = 3600
-
-
-class Stack:
-    def __init__(self, prom: str, exporter: str, started: float, expected: Expected) -> None:
-        self.prom, self.exporter, self.started, self.expected = prom, exporter, started, expected
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    _, expected = training_scenario()
-    with contextlib.ExitStack() as es:
-        url, kubeconfig, started = es.enter_context(harness.emulator(tmp))
-        exporter = es.enter_context(
-            harness.exporter(tmp, kubeconfig, "--namespace-selector", "opendatahub.io/dashboard=true")
-        )
-        scrape = harness.scrape_configs(exporter, url)
-        prom = es.enter_context(harness.prometheus(tmp, scrape, harness.fast_rules(tmp)))
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            gpu = harness.query(prom, "namespace_job_name:ml_training_job_gpu_utilization:avg")
-            cpu = harness.query(
-                prom,
-                'namespace_job_name:ml_training_job_cpu_usage_cores:sum_rate5m{job_name="bert-finetune"}',
-            )
-            if len(gpu) >= 2 and cpu and float(cpu[0]["value"][1]) > 4.9:  # the 5 s rate window is full
-                break
-            time.sleep(0.5)
-        else:
-            logs = "\n".join((tmp / name).read_text()[-3000:] for name in ("exporter.log", "prometheus.log"))
-            pytest.fail(f"recording rules produced no data within 90s\n{logs}")
-        yield Stack(prom, exporter, started, expected)
 
 
 def dashboard_queries() -> list[perses.Query]:
@@ -62,14 +29,7 @@ def run(
     stack: Stack, panel: str, namespace: str = ".*", job: str = ".*", range_s: int = RANGE_S
 ) -> list[dict[str, Any]]:
     (q,) = [q for q in dashboard_queries() if q.panel == panel]
-    values = {
-        "namespace": namespace,
-        "job": job,
-        "__range_s": str(range_s),
-        "__range": f"{range_s}s",
-        "__rate_interval": "1m",
-        "__interval": "15s",
-    }
+    values = {"namespace": namespace, "job": job, **harness.builtin_variables(range_s)}
     return harness.query(stack.prom, harness.fill_variables(q.promql, values))
 
 

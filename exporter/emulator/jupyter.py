@@ -1,7 +1,7 @@
 """Simulated Jupyter servers for the emulated notebooks (`/notebook/<ns>/<name>/api/...`).
 
 Kernels and terminals come from the Notebook's `sim.ml-observability.io/kernels`
-and `.../terminals` annotations; `last_activity` is that many seconds ago. A
+and `.../terminals` annotations (execution state, last_activity). A
 notebook that is not running answers 503, as its Service would have no endpoint.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.emulator.apiserver import ApiServer, now_rfc3339
+from exporter.emulator.apiserver import ApiServer
 from exporter.emulator.scenario import NOTEBOOK_KIND, SIM
 
 
@@ -28,15 +28,13 @@ def add_routes(app: web.Application, api: ApiServer) -> None:
         notes = _notebook(api, request)["metadata"].get("annotations", {})
         items = json.loads(notes.get(SIM + "kernels", "[]"))
         body = [{"id": f"k{i}", "name": "python3", "execution_state": k["state"], "connections": 1,
-                 "last_activity": now_rfc3339(-k["ago"])} for i, k in enumerate(items)]  # fmt: skip
+                 "last_activity": k["last_activity"]} for i, k in enumerate(items)]  # fmt: skip
         return web.json_response(body)
 
     async def terminals(request: web.Request) -> web.Response:
         notes = _notebook(api, request)["metadata"].get("annotations", {})
         items = json.loads(notes.get(SIM + "terminals", "[]"))
-        return web.json_response(
-            [{"name": str(i + 1), "last_activity": now_rfc3339(-t["ago"])} for i, t in enumerate(items)]
-        )
+        return web.json_response([{"name": str(i + 1), **t} for i, t in enumerate(items)])
 
     app.router.add_get("/notebook/{namespace}/{name}/api/kernels", kernels)
     app.router.add_get("/notebook/{namespace}/{name}/api/terminals", terminals)

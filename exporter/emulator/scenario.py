@@ -487,8 +487,13 @@ def notebook(ns: str, name: str, *, state: str, requests: dict[str, str], limits
         annotations["notebooks.kubeflow.org/last-activity"] = now_rfc3339(-culler_activity)
     if stopped is not None:
         annotations["kubeflow-resource-stopped"] = now_rfc3339(-stopped)
-    annotations[SIM + "kernels"] = json.dumps(kernels or [])
-    annotations[SIM + "terminals"] = json.dumps(terminals or [])
+    # Absolute times, fixed when the fixture is made: idle time then grows as it would.
+    annotations[SIM + "kernels"] = json.dumps(
+        [{"state": k["state"], "last_activity": now_rfc3339(-k["ago"])} for k in kernels or []]
+    )
+    annotations[SIM + "terminals"] = json.dumps(
+        [{"last_activity": now_rfc3339(-t["ago"])} for t in terminals or []]
+    )
     status: dict[str, Any] = {"readyReplicas": 1 if state == "running" else 0, "conditions": []}
     if state == "running":
         status["containerState"] = {"running": {"startedAt": now_rfc3339(-started)}}
@@ -534,7 +539,7 @@ def notebooks_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], Not
         (nb, notebook("team-b", "dave-nb", state="starting", odh=False, image="kubeflownotebookswg/jupyter-scipy:v1.8.0",
                       requests={"cpu": "500m", "memory": "1Gi"})),
         (nb, notebook("team-b", "erin-nb", state="running", odh=False, image="kubeflownotebookswg/jupyter-pytorch-cuda:v1.8.0",
-                      requests={"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"}, terminals=[{"ago": 7200}])),
+                      requests={"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"}, terminals=[{"ago": 5400}], started=9000)),
         (t.PODS, notebook_pod("team-b", "erin-nb", node="gpu-node-5", cpu=0.2, memory=GIB,
                               gpus="GPU-0a1b2c3d-0102=0.5@dcgm")),
         (CONFIGMAP_KIND, {"metadata": {"name": "notebook-controller-culler-config", "namespace": "opendatahub"},
@@ -542,7 +547,7 @@ def notebooks_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], Not
     ]  # fmt: skip
     expected = NotebookExpected(
         active={"team-a": 2, "team-b": 1},
-        idle={("team-a", "alice-wb"): 1.25 * day, ("team-a", "bob-wb"): 0, ("team-b", "erin-nb"): 7200},
+        idle={("team-a", "alice-wb"): 1.25 * day, ("team-a", "bob-wb"): 0, ("team-b", "erin-nb"): 5400},
         gpus_allocated=2,
         gpu_utilization={("team-a", "alice-wb"): 0.02, ("team-b", "erin-nb"): 0.5},
         idle_gpu_holders={("team-a", "alice-wb")},

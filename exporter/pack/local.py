@@ -193,6 +193,12 @@ def query(prom: str, promql: str, at: float | None = None) -> list[dict[str, Any
     return list(data["data"]["result"])
 
 
+def builtin_variables(range_s: int = 3600) -> dict[str, str]:
+    """Values Perses gives its built-in variables for a `range_s` dashboard time range."""
+    return {"__range_s": str(range_s), "__range": f"{range_s}s", "__range_ms": str(range_s * 1000),
+            "__rate_interval": "1m", "__interval": "15s", "__interval_ms": "15000"}  # fmt: skip
+
+
 def fill_variables(promql: str, values: dict[str, str]) -> str:
     """Substitute $var / ${var} the way Perses does before sending a query."""
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values[m.group(1) or m.group(2)], promql)
