@@ -140,6 +140,10 @@ def _panel(spec: dict[str, Any], key: str = "jobCpu") -> dict[str, Any]:
         (lambda s: _panel(s)["display"].pop("description"), "display.description"),
         (lambda s: s["panels"].update(orphan=s["panels"]["jobCpu"]), "not placed in any layout"),
         (lambda s: s.update(duration="6 hours"), "not a duration"),
+        (
+            lambda s: _panel(s, "jobTable")["queries"].append(_panel(s, "jobTable")["queries"][0]),
+            "column 'namespace' does not exist in a 2-query table",
+        ),
     ],
 )
 def test_check_rejects_what_perses_would(mutate: Any, message: str) -> None:

@@ -448,6 +448,8 @@ def _check_panel(
     else:
         errors += validate(plugin.get("spec", {}), PLUGINS[kind], f"{where}.plugin.spec")
     qs = pspec.get("queries") or []
+    if kind == "Table" and len(qs) > 1:
+        errors += _check_multi_query_table(plugin.get("spec") or {}, len(qs), where)
     if kind != "Markdown" and not qs:
         errors.append(f"{where}: no queries")
     for j, q in enumerate(qs):
@@ -463,6 +465,28 @@ def _check_panel(
         text = (qplugin.get("spec") or {}).get("query")
         if isinstance(text, str):
             errors += _check_text(text, defined, recorded, allowed_raw, qwhere)
+    return errors
+
+
+def _check_multi_query_table(spec: dict[str, Any], queries: int, where: str) -> list[str]:
+    """With several queries, the Table plugin names columns `<label> #<n>` and `value #<n>`; only
+    `timestamp` and columns a Merge transform produces keep a plain name."""
+    merged = {"timestamp"}
+    for transform in spec.get("transforms") or []:
+        tspec = transform.get("spec") or {}
+        if transform.get("kind") == "MergeIndexedColumns":
+            merged.add(str(tspec.get("column")))
+        elif transform.get("kind") == "MergeColumns":
+            merged.add(str(tspec.get("name")))
+    errors = []
+    for column in spec.get("columnSettings") or []:
+        name = str(column.get("name"))
+        m = re.fullmatch(r".+ #(\d+)", name)
+        if name not in merged and (m is None or not 1 <= int(m.group(1)) <= queries):
+            errors.append(
+                f"{where}: column {name!r} does not exist in a {queries}-query table "
+                "(columns are '<label> #<n>' / 'value #<n>' unless merged)"
+            )
     return errors
 
 
