@@ -158,9 +158,7 @@ def main() -> int:
     text = b"".join(store.render()).decode()
     registry = CollectorRegistry()
     registry.register(SameSeriesCollector(text))
-    client_lines = sum(
-        1 for line in generate_latest(registry).decode().splitlines() if not line.startswith("#")
-    )
+    client_lines = sum(1 for line in generate_latest(registry).decode().splitlines() if not line.startswith("#"))
     assert client_lines == series, (client_lines, series)  # the same series on both sides
 
     store_times = timed(lambda: b"".join(store.render()), args.rounds)

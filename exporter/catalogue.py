@@ -158,6 +158,99 @@ CULLING_PERIOD = Family(
     "notebooks",
 )
 
+RUN = ("namespace", "run_id")
+STEP = (*RUN, "step")
+PIPELINE_RUN_INFO = Family(
+    "ml_pipeline_run_info",
+    "gauge",
+    "One series per pipeline run (Argo Workflow of Data Science Pipelines v2 / KFP, or Tekton PipelineRun).",
+    (*RUN, "run_name", "pipeline", "engine"),
+    "pipelines",
+)
+PIPELINE_RUN_STATUS = Family(
+    "ml_pipeline_run_status",
+    "gauge",
+    "State-set of the run's status: pending, running, succeeded, failed, error.",
+    (*RUN, "status"),
+    "pipelines",
+)
+PIPELINE_RUN_START = Family(
+    "ml_pipeline_run_start_timestamp_seconds", "gauge", "When the run started.", RUN, "pipelines"
+)
+PIPELINE_RUN_COMPLETION = Family(
+    "ml_pipeline_run_completion_timestamp_seconds",
+    "gauge",
+    "When the run finished; absent while it runs.",
+    RUN,
+    "pipelines",
+)
+PIPELINE_RUN_RESOURCES = Family(
+    "ml_pipeline_run_resources_duration_seconds",
+    "gauge",
+    "Argo's resourcesDuration of the run: resource-seconds (cpu: core-seconds, memory: GiB-seconds) by resource.",
+    (*RUN, "resource"),
+    "pipelines",
+)
+PIPELINE_RUN_OFFLOADED = Family(
+    "ml_pipeline_run_node_status_offloaded",
+    "gauge",
+    "1 when the Workflow's node status is offloaded to a database: its steps are not visible here.",
+    RUN,
+    "pipelines",
+)
+PIPELINE_STEP_STATUS = Family(
+    "ml_pipeline_step_status",
+    "gauge",
+    "State-set of a step's status: pending, running, succeeded, failed, error, skipped, cached.",
+    (*STEP, "status"),
+    "pipelines",
+)
+PIPELINE_STEP_START = Family(
+    "ml_pipeline_step_start_timestamp_seconds",
+    "gauge",
+    "When the step (its last attempt) started.",
+    STEP,
+    "pipelines",
+)
+PIPELINE_STEP_COMPLETION = Family(
+    "ml_pipeline_step_completion_timestamp_seconds",
+    "gauge",
+    "When the step finished; absent while it runs.",
+    STEP,
+    "pipelines",
+)
+PIPELINE_STEP_ATTEMPTS = Family(
+    "ml_pipeline_step_attempts", "gauge", "Pods the step ran (retries + 1).", STEP, "pipelines"
+)
+PIPELINE_STEP_FAILURE = Family(
+    "ml_pipeline_step_failure_info",
+    "gauge",
+    "Why a failed step failed (OOMKilled, DeadlineExceeded, Evicted, Error, Unknown), from Argo's node message.",
+    (*STEP, "reason"),
+    "pipelines",
+)
+PIPELINE_STEP_DURATION = Family(
+    "ml_pipeline_step_duration_seconds",
+    "histogram",
+    "Duration of finished step attempts, observed once per attempt when it ends.",
+    ("namespace", "pipeline", "step", "status"),
+    "pipelines",
+)
+PIPELINE_SERVER_READY = Family(
+    "ml_pipeline_server_ready",
+    "gauge",
+    "1 when the DataSciencePipelinesApplication reports Ready.",
+    ("namespace", "dspa"),
+    "pipelines",
+)
+PIPELINE_SERVER_CONDITION = Family(
+    "ml_pipeline_server_condition",
+    "gauge",
+    "Each condition of the DataSciencePipelinesApplication: 1 when True.",
+    ("namespace", "dspa", "condition"),
+    "pipelines",
+)
+
 BUILD_INFO = Family(
     "ml_exporter_build_info",
     "gauge",
@@ -230,9 +323,7 @@ PROCESS_FAMILIES = (
     Family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", ()),
     Family("process_open_fds", "gauge", "Number of open file descriptors.", ()),
     Family("process_max_fds", "gauge", "Maximum number of open file descriptors.", ()),
-    Family(
-        "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", ()
-    ),
+    Family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", ()),
 )
 
 FAMILIES: tuple[Family, ...] = (
@@ -257,6 +348,20 @@ FAMILIES: tuple[Family, ...] = (
     CULLING_ENABLED,
     CULLING_IDLE,
     CULLING_PERIOD,
+    PIPELINE_RUN_INFO,
+    PIPELINE_RUN_STATUS,
+    PIPELINE_RUN_START,
+    PIPELINE_RUN_COMPLETION,
+    PIPELINE_RUN_RESOURCES,
+    PIPELINE_RUN_OFFLOADED,
+    PIPELINE_STEP_STATUS,
+    PIPELINE_STEP_START,
+    PIPELINE_STEP_COMPLETION,
+    PIPELINE_STEP_ATTEMPTS,
+    PIPELINE_STEP_FAILURE,
+    PIPELINE_STEP_DURATION,
+    PIPELINE_SERVER_READY,
+    PIPELINE_SERVER_CONDITION,
     WORKLOAD_POD_INFO,
     BUILD_INFO,
     SOURCE_UP,

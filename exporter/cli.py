@@ -16,13 +16,18 @@ from exporter.kube import KubeAccess, KubeClient, KubeConfigError, load_configur
 from exporter.server import make_app
 from exporter.sources import WatchSource
 from exporter.sources.notebooks import NotebookSource
+from exporter.sources.pipelines import PipelineSource
 from exporter.sources.training import TrainingSource
 from exporter.store import Store
 from exporter.watch import NAMESPACES, NamespaceScope, Reflector, WatchSettings
 
 log = logging.getLogger("exporter")
 
-SOURCES: dict[str, type[WatchSource]] = {"training": TrainingSource, "notebooks": NotebookSource}
+SOURCES: dict[str, type[WatchSource]] = {
+    "training": TrainingSource,
+    "notebooks": NotebookSource,
+    "pipelines": PipelineSource,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,9 +81,7 @@ async def run_cluster(cfg: config.Config, kube_access: KubeAccess) -> None:
         tasks.append(asyncio.create_task(namespace_reflector.run()))
     sources = [SOURCES[name](store, registry, client, scope, settings, cfg) for name in cfg.sources]
 
-    runner = web.AppRunner(
-        make_app(store, registry, cfg.web_telemetry_path), access_log=None, handle_signals=False
-    )
+    runner = web.AppRunner(make_app(store, registry, cfg.web_telemetry_path), access_log=None, handle_signals=False)
     await runner.setup()
     host, port = cfg.web_listen_address
     await web.TCPSite(runner, host, port).start()

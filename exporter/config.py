@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 ROLES = ("cluster", "node")
-CLUSTER_SOURCES = ("training", "notebooks")
+CLUSTER_SOURCES = ("training", "notebooks", "pipelines")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _LABEL_KEY = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
@@ -61,9 +61,7 @@ def _csv_choice(options: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
         items = tuple(v.strip() for v in value.split(",") if v.strip())
         unknown = [v for v in items if v not in options]
         if unknown or not items:
-            raise ValueError(
-                f"unknown source(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(options)}"
-            )
+            raise ValueError(f"unknown source(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(options)}")
         return items
 
     return parse
@@ -146,17 +144,11 @@ class Option:
 
 OPTIONS = (
     Option("role", _choice(ROLES), "cluster", "cluster (watch the Kubernetes API) or node (GPUs via NVML)"),
-    Option(
-        "kubeconfig", _file, None, "kubeconfig file; default: in-cluster, else $KUBECONFIG or ~/.kube/config"
-    ),
+    Option("kubeconfig", _file, None, "kubeconfig file; default: in-cluster, else $KUBECONFIG or ~/.kube/config"),
     Option("kube.context", str, None, "kubeconfig context to use (default: the current context)"),
-    Option(
-        "web.listen-address", _listen_address, "0.0.0.0:9835", "address to serve /metrics, /healthz, /readyz"
-    ),
+    Option("web.listen-address", _listen_address, "0.0.0.0:9835", "address to serve /metrics, /healthz, /readyz"),
     Option("web.telemetry-path", _path, "/metrics", "path under which to expose metrics"),
-    Option(
-        "sources", _csv_choice(CLUSTER_SOURCES), ",".join(CLUSTER_SOURCES), "comma-separated sources to run"
-    ),
+    Option("sources", _csv_choice(CLUSTER_SOURCES), ",".join(CLUSTER_SOURCES), "comma-separated sources to run"),
     Option("namespaces", _namespaces, None, "comma-separated namespaces to watch (default: all)"),
     Option(
         "namespace-selector",
@@ -189,6 +181,12 @@ OPTIONS = (
     Option("notebooks.probe-interval", _seconds(1), "60", "seconds between polls of one notebook"),
     Option("notebooks.probe-timeout", _seconds(0.1), "5", "seconds before a poll gives up"),
     Option("notebooks.probe-concurrency", _positive_int, "8", "notebooks polled at once"),
+    Option(
+        "pipelines.retention",
+        _seconds(0),
+        "86400",
+        "seconds a finished run's per-run and per-step series are kept (the duration histogram keeps history)",
+    ),
     Option("log.level", _choice(LOG_LEVELS), "info", "log level"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -213,6 +211,7 @@ class Config:
     notebooks_probe_interval: float
     notebooks_probe_timeout: float
     notebooks_probe_concurrency: int
+    pipelines_retention: float
     log_level: str
 
 

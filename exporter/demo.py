@@ -49,17 +49,13 @@ def dashboard_report(prom: str, dashboard: dict[str, Any]) -> str:
             extra = "".join(f" {labels[k]}" for k in ("status", "resource") if k in labels)
             cells.append(f"{labels.get('namespace', '')}/{subject}{extra}={float(r['value'][1]):.3g}")
         cells.sort()
-        lines.append(
-            f"  {title:26} " + ", ".join(cells[:6]) + (f" (+{len(cells) - 6} more)" if len(cells) > 6 else "")
-        )
+        lines.append(f"  {title:26} " + ", ".join(cells[:6]) + (f" (+{len(cells) - 6} more)" if len(cells) > 6 else ""))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exporter.demo", description=__doc__)
-    parser.add_argument(
-        "--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)"
-    )
+    parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
     parser.add_argument("--report", type=float, default=30, help="seconds between dashboard reports")
     parser.add_argument("--lifecycle", type=float, default=15, help="seconds between simulated job steps")
     args = parser.parse_args(argv)

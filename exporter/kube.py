@@ -197,9 +197,7 @@ class KubeClient:
         kwargs: dict[str, Any] = {
             "params": dict(params),
             "headers": self._headers(),
-            "timeout": aiohttp.ClientTimeout(
-                total=None, connect=self._connect_timeout, sock_read=read_timeout
-            ),
+            "timeout": aiohttp.ClientTimeout(total=None, connect=self._connect_timeout, sock_read=read_timeout),
         }
         if self._server_hostname:
             kwargs["server_hostname"] = self._server_hostname
@@ -213,9 +211,7 @@ class KubeClient:
                 raise ApiError(resp.status, resp.reason or "", body[:500].decode("utf-8", "replace"))
             return orjson.loads(body)
 
-    async def watch(
-        self, path: str, params: Mapping[str, str], read_timeout: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, path: str, params: Mapping[str, str], read_timeout: float) -> AsyncIterator[dict[str, Any]]:
         """Yield watch events (parsed JSON lines) until the server closes the stream."""
         session = self._get_session()
         query = {**params, "watch": "1"}

@@ -28,9 +28,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # The suite runs real Prometheus and promtool; a missing binary is a set-up error, not a skip.
     for binary in ("prometheus", "promtool"):
         if shutil.which(binary) is None:
-            raise pytest.UsageError(
-                f"{binary} is not installed; `make test` installs Debian's prometheus package"
-            )
+            raise pytest.UsageError(f"{binary} is not installed; `make test` installs Debian's prometheus package")
 
 
 @dataclass

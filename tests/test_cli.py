@@ -21,9 +21,7 @@ from exporter.pack import local as harness
         ('{"apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [], "users": []}', "kubeconfig"),
     ],
 )
-def test_unusable_kubeconfig_is_one_line_and_non_zero(
-    tmp_path: Path, content: str | None, message: str
-) -> None:
+def test_unusable_kubeconfig_is_one_line_and_non_zero(tmp_path: Path, content: str | None, message: str) -> None:
     path = tmp_path / "kubeconfig"
     if content is not None:
         path.write_text(content)
@@ -89,7 +87,5 @@ def test_readyz_waits_for_the_first_sync(tmp_path: Path) -> None:
 
 
 def test_version_flag() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "exporter", "--version"], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-m", "exporter", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("ml-workload-exporter ")

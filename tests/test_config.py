@@ -16,7 +16,7 @@ def test_defaults() -> None:
     assert cfg.role == "cluster"
     assert cfg.web_listen_address == ("0.0.0.0", 9835)
     assert cfg.web_telemetry_path == "/metrics"
-    assert cfg.sources == ("training", "notebooks")
+    assert cfg.sources == ("training", "notebooks", "pipelines")
     assert cfg.notebooks_probe is False
     assert cfg.namespaces is None and cfg.namespace_selector is None
 
@@ -69,9 +69,7 @@ def test_namespaces_and_selector_exclude_each_other() -> None:
         config.load(["--namespaces", "a", "--namespace-selector", "x=y"], environ={})
 
 
-@pytest.mark.parametrize(
-    "selector", ["opendatahub.io/dashboard=true", "a,!b", "env in (dev, prod),tier!=x", "k==v"]
-)
+@pytest.mark.parametrize("selector", ["opendatahub.io/dashboard=true", "a,!b", "env in (dev, prod),tier!=x", "k==v"])
 def test_valid_selectors(selector: str) -> None:
     assert config.load(["--namespace-selector", selector], environ={}).namespace_selector == selector
 

@@ -69,9 +69,7 @@ def test_idle_time_grows_for_idle_notebooks_and_stays_low_for_busy_ones(stack: S
 
 
 def test_notebook_table(stack: Stack) -> None:
-    rows = {
-        (r["metric"]["namespace"], r["metric"]["notebook"]): r["metric"] for r in run(stack, "notebookTable")
-    }
+    rows = {(r["metric"]["namespace"], r["metric"]["notebook"]): r["metric"] for r in run(stack, "notebookTable")}
     assert rows[("team-a", "alice-wb")]["user"] == "alice"
     assert rows[("team-a", "alice-wb")]["image"] == "odh-minimal-notebook:2024.2"
     assert rows[("team-a", "carol-wb")]["status"] == "stopped"

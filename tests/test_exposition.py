@@ -133,9 +133,7 @@ async def server(store: Store, registry: HealthRegistry) -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def test_both_formats_parse_with_real_parsers(
-    server: str, store: Store, registry: HealthRegistry
-) -> None:
+async def test_both_formats_parse_with_real_parsers(server: str, store: Store, registry: HealthRegistry) -> None:
     health = registry.source("training").resource("pytorchjobs.kubeflow.org")
     health.events["ADDED"] = 3
     for i in range(50):

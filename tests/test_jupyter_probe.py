@@ -117,22 +117,16 @@ async def test_probe_reads_activity_and_survives_failures(jupyter: tuple[str, Co
         assert now - get("ml_notebook_probe_last_activity_timestamp_seconds", "busy") < 5
         assert get("ml_notebook_kernels", "busy", ',execution_state="busy"') == 1
         # Idle kernels: the latest kernel activity; unknown states count as "other".
-        assert now - get("ml_notebook_probe_last_activity_timestamp_seconds", "idle") == pytest.approx(
-            3 * HOUR, abs=5
-        )
+        assert now - get("ml_notebook_probe_last_activity_timestamp_seconds", "idle") == pytest.approx(3 * HOUR, abs=5)
         assert get("ml_notebook_kernels", "idle", ',execution_state="idle"') == 2
         assert get("ml_notebook_kernels", "idle", ',execution_state="other"') == 1
         # Terminals only.
-        assert now - get("ml_notebook_probe_last_activity_timestamp_seconds", "terms") == pytest.approx(
-            HOUR / 2, abs=5
-        )
+        assert now - get("ml_notebook_probe_last_activity_timestamp_seconds", "terms") == pytest.approx(HOUR / 2, abs=5)
         assert get("ml_notebook_terminals", "terms") == 1
         # Failures: down, no (stale) kernel counts, counted by reason.
         for name in ("denied", "slow", "broken"):
             assert get("ml_notebook_probe_up", name) == 0
-            assert not any(
-                k.startswith(f'ml_notebook_kernels{{namespace="team-a",notebook="{name}"') for k in s
-            )
+            assert not any(k.startswith(f'ml_notebook_kernels{{namespace="team-a",notebook="{name}"') for k in s)
         assert probe.results["http_403"] >= 1 and probe.results["invalid"] >= 1
         assert 'ml_exporter_notebook_probes_total{result="http_403"}' in s
         assert "stopped" not in hits

@@ -24,9 +24,7 @@ class _NoAPI:
 @pytest.fixture
 def source(store: Store, registry: HealthRegistry) -> NotebookSource:
     # Driven directly: the client is never used.
-    return NotebookSource(
-        store, registry, KubeClient(KubeAccess(_NoAPI())), NamespaceScope(), WatchSettings()
-    )
+    return NotebookSource(store, registry, KubeClient(KubeAccess(_NoAPI())), NamespaceScope(), WatchSettings())
 
 
 def lines(store: Store, prefix: str) -> dict[str, float]:
@@ -90,13 +88,8 @@ def test_odh_notebook(source: NotebookSource, store: Store) -> None:
     }
     requests = lines(store, "ml_notebook_resource_requests")
     # The oauth-proxy sidecar's requests count: the pod holds them.
-    assert requests['{namespace="team-a",notebook="alice-wb",resource="cpu",unit="core"}'] == pytest.approx(
-        2.1
-    )
-    assert (
-        requests['{namespace="team-a",notebook="alice-wb",resource="memory",unit="byte"}']
-        == 8 * 2**30 + 64 * 2**20
-    )
+    assert requests['{namespace="team-a",notebook="alice-wb",resource="cpu",unit="core"}'] == pytest.approx(2.1)
+    assert requests['{namespace="team-a",notebook="alice-wb",resource="memory",unit="byte"}'] == 8 * 2**30 + 64 * 2**20
     assert requests['{namespace="team-a",notebook="alice-wb",resource="nvidia.com/gpu",unit="integer"}'] == 1
     limits = lines(store, "ml_notebook_resource_limits")
     assert limits['{namespace="team-a",notebook="alice-wb",resource="cpu",unit="core"}'] == pytest.approx(4.1)
@@ -190,9 +183,7 @@ def test_notebook_pod_join(source: NotebookSource, store: Store) -> None:
         ({"ENABLE_CULLING": "True", "CULL_IDLE_TIME": "soon"}, {"ml_notebook_culling_enabled": 1}),
     ],
 )
-def test_culler_config(
-    source: NotebookSource, store: Store, data: dict[str, str], expected: dict[str, float]
-) -> None:
+def test_culler_config(source: NotebookSource, store: Store, data: dict[str, str], expected: dict[str, float]) -> None:
     source.upsert_culler_config(
         {
             "metadata": {

@@ -120,9 +120,7 @@ def _panel(spec: dict[str, Any], key: str = "jobCpu") -> dict[str, Any]:
         (lambda s: s["layouts"][0]["spec"]["items"][3].update(width=7), "outside the 24-column grid"),
         (lambda s: s["panels"].update({"bad key!": s["panels"]["jobCpu"]}), "panel key"),
         (
-            lambda s: _panel(s)["queries"][0]["spec"]["plugin"]["spec"].update(
-                query='rate(x{a="$cluster"}[5m])'
-            ),
+            lambda s: _panel(s)["queries"][0]["spec"]["plugin"]["spec"].update(query='rate(x{a="$cluster"}[5m])'),
             "undefined variable $cluster",
         ),
         (

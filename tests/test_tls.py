@@ -144,21 +144,15 @@ async def test_client_certificate_and_ca(make_cluster: MakeCluster, pki: Path, t
     assert [item["metadata"]["name"] for item in body["items"]] == ["secure"]
 
 
-async def test_wrong_ca_is_refused_unless_insecure_skip(
-    make_cluster: MakeCluster, pki: Path, tmp_path: Path
-) -> None:
+async def test_wrong_ca_is_refused_unless_insecure_skip(make_cluster: MakeCluster, pki: Path, tmp_path: Path) -> None:
     cluster = await make_cluster(V1_KINDS, ssl_context=server_context(pki))
-    wrong = KubeClient(
-        load_configuration(str(kubeconfig(tmp_path / "kc1", cluster.url, pki, ca="other.crt")))
-    )
+    wrong = KubeClient(load_configuration(str(kubeconfig(tmp_path / "kc1", cluster.url, pki, ca="other.crt"))))
     async with wrong:
         with pytest.raises(Exception) as excinfo:
             await wrong.get(PYTORCH.path())
     assert "certificate" in str(excinfo.value).lower()
     assert not isinstance(excinfo.value, ApiError)
-    insecure = KubeClient(
-        load_configuration(str(kubeconfig(tmp_path / "kc2", cluster.url, pki, insecure=True)))
-    )
+    insecure = KubeClient(load_configuration(str(kubeconfig(tmp_path / "kc2", cluster.url, pki, insecure=True))))
     async with insecure:
         assert (await insecure.get(PYTORCH.path()))["items"] == []
 
@@ -167,9 +161,7 @@ async def test_tls_failure_marks_the_source_down(
     make_cluster: MakeCluster, pki: Path, tmp_path: Path, store: Store, registry: HealthRegistry
 ) -> None:
     cluster = await make_cluster(V1_KINDS, ssl_context=server_context(pki))
-    client = KubeClient(
-        load_configuration(str(kubeconfig(tmp_path / "kc", cluster.url, pki, ca="other.crt")))
-    )
+    client = KubeClient(load_configuration(str(kubeconfig(tmp_path / "kc", cluster.url, pki, ca="other.crt"))))
     async with training(cluster, store, registry, settings=FAST, client=client):
         resource = registry.sources[0].resources[0]
         await until(lambda: resource.errors["connection"] >= 2, what="TLS errors counted")

@@ -41,9 +41,7 @@ def series(store: Store) -> list[str]:
 
 def current_status(store: Store, job: str) -> str:
     (line,) = [
-        s
-        for s in series(store)
-        if s.startswith("ml_training_job_status{") and f'"{job}"' in s and s.endswith(" 1")
+        s for s in series(store) if s.startswith("ml_training_job_status{") and f'"{job}"' in s and s.endswith(" 1")
     ]
     return line.split('status="')[1].split('"')[0]
 
@@ -119,9 +117,7 @@ def test_trainjob_status(
         "metadata": {"name": "tj", "namespace": "ns", "uid": "u1", "creationTimestamp": now_rfc3339(-100)},
         "spec": {"suspend": suspend},
         "status": {
-            "conditions": [
-                {"type": k, "status": s, "lastTransitionTime": now_rfc3339(-10)} for k, s in conditions
-            ],
+            "conditions": [{"type": k, "status": s, "lastTransitionTime": now_rfc3339(-10)} for k, s in conditions],
             "jobsStatus": jobs,
         },
     }
@@ -144,10 +140,7 @@ def test_timestamps_queue_and_replicas(source: t.TrainingSource, store: Store) -
     )
     source.upsert_job(PYTORCH, with_uid(job, "u1"))
     lines = series(store)
-    assert (
-        'ml_training_job_info{namespace="team-a",job_name="bert",kind="PyTorchJob",queue="research"} 1'
-        in lines
-    )
+    assert 'ml_training_job_info{namespace="team-a",job_name="bert",kind="PyTorchJob",queue="research"} 1' in lines
     start = next(s for s in lines if s.startswith("ml_training_job_start_timestamp_seconds"))
     done = next(s for s in lines if s.startswith("ml_training_job_completion_timestamp_seconds"))
     assert float(done.rsplit(" ", 1)[1]) - float(start.rsplit(" ", 1)[1]) == 540
@@ -173,9 +166,7 @@ def test_running_job_has_no_completion_and_pending_no_start(source: t.TrainingSo
 
 
 def test_pod_join_for_every_workload_family(source: t.TrainingSource, store: Store) -> None:
-    source.upsert_pod(
-        with_uid(kubeflow_pod("PyTorchJob", "ns", "bert", "worker", 0, node="n1", cpu=1, memory=1), "p1")
-    )
+    source.upsert_pod(with_uid(kubeflow_pod("PyTorchJob", "ns", "bert", "worker", 0, node="n1", cpu=1, memory=1), "p1"))
     jobset_pod = pod(
         "ns",
         "tj-node-0-0",
@@ -210,10 +201,7 @@ def test_pod_join_for_every_workload_family(source: t.TrainingSource, store: Sto
     )
     pods = [s for s in series(store) if s.startswith("ml_workload_pod_info")]
     assert any('workload_kind="TrainJob",workload="tj",node="n2",replica_type="node"' in s for s in pods)
-    assert any(
-        'pod="rc-head",workload_kind="RayJob",workload="tune",node="n3",replica_type="head"' in s
-        for s in pods
-    )
+    assert any('pod="rc-head",workload_kind="RayJob",workload="tune",node="n3",replica_type="head"' in s for s in pods)
     source.delete_job("j2")
     assert not any('pod="rc-head"' in s for s in series(store))
     source.delete_pod("p1")

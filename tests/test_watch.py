@@ -45,9 +45,7 @@ async def test_paginated_list_then_watch_keeps_store_current(
         cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", "job-0", "running", started=5))
         cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", "job-new", "pending"))
         cluster.api.delete(PYTORCH, "team-a", "job-1")
-        await until(
-            lambda: "job-new" in jobs_in(store) and "job-1" not in jobs_in(store), what="watch events"
-        )
+        await until(lambda: "job-new" in jobs_in(store) and "job-1" not in jobs_in(store), what="watch events")
         await until(lambda: status_of(store, "job-0") == "running", what="status change")
         watch = queries(cluster, "/pytorchjobs", watch=True)[0]
         assert watch["allowWatchBookmarks"] == ["true"] and int(watch["timeoutSeconds"][0]) >= 30
@@ -111,18 +109,14 @@ async def test_missing_crd_counts_as_synced_and_is_picked_up_later(
     cluster = await make_cluster((*V1_KINDS, PODS))  # Trainer v2 is not installed
     async with training(cluster, store, registry):
         await until(lambda: registry.ready, what="ready without the TrainJob CRD")
-        trainjobs = next(
-            r for r in registry.sources[0].resources if r.resource == "trainjobs.trainer.kubeflow.org"
-        )
+        trainjobs = next(r for r in registry.sources[0].resources if r.resource == "trainjobs.trainer.kubeflow.org")
         assert not trainjobs.installed and trainjobs.synced and registry.sources[0].up
         probes = len(queries(cluster, "/trainjobs"))
         await asyncio.sleep(0.5)
         assert len(queries(cluster, "/trainjobs")) - probes <= 4  # retried slowly, not in a hot loop
 
         cluster.api.install(TRAINJOB)
-        cluster.api.apply(
-            TRAINJOB, {"metadata": {"name": "late", "namespace": "team-a"}, "spec": {}, "status": {}}
-        )
+        cluster.api.apply(TRAINJOB, {"metadata": {"name": "late", "namespace": "team-a"}, "spec": {}, "status": {}})
         await until(lambda: "late" in jobs_in(store), what="the CRD's first object")
         assert trainjobs.installed
 
@@ -194,13 +188,9 @@ async def test_namespace_selector_follows_namespace_labels(
         async with training(cluster, store, registry, scope=scope, client=client):
             await until(lambda: registry.ready, what="first sync")
             assert jobs_in(store) == {"in-project"}
-            cluster.api.patch(
-                NAMESPACES, "", "sandbox", {"metadata": {"labels": {"opendatahub.io/dashboard": "true"}}}
-            )
+            cluster.api.patch(NAMESPACES, "", "sandbox", {"metadata": {"labels": {"opendatahub.io/dashboard": "true"}}})
             await until(lambda: jobs_in(store) == {"in-project", "outside"}, what="namespace joins")
-            cluster.api.patch(
-                NAMESPACES, "", "team-a", {"metadata": {"labels": {"opendatahub.io/dashboard": None}}}
-            )
+            cluster.api.patch(NAMESPACES, "", "team-a", {"metadata": {"labels": {"opendatahub.io/dashboard": None}}})
             await until(lambda: jobs_in(store) == {"outside"}, what="namespace leaves")
     finally:
         ns_task.cancel()

@@ -19,6 +19,8 @@ async def serve(args: argparse.Namespace) -> None:
         objs += scenario.training_scenario()[0]
     if args.scenario in ("default", "notebooks"):
         objs += scenario.notebooks_scenario()[0]
+    if args.scenario in ("default", "pipelines"):
+        objs += scenario.pipelines_scenario()[0]
     kinds = {kind for kind, _ in objs} | set(scenario.KINDS.values())
     api = ApiServer(kinds, token=args.token or None, bookmark_interval=args.bookmark_interval)
     scenario.load(api, objs)
@@ -50,13 +52,11 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument(
-        "--scenario", choices=("default", "training", "notebooks", "empty"), default="default"
+        "--scenario", choices=("default", "training", "notebooks", "pipelines", "empty"), default="default"
     )
     parser.add_argument("--kubeconfig-out", help="write a kubeconfig for the emulator here")
     parser.add_argument("--token", default="", help="require this bearer token")
-    parser.add_argument(
-        "--lifecycle", type=float, default=0.0, help="seconds between demo job steps (0: off)"
-    )
+    parser.add_argument("--lifecycle", type=float, default=0.0, help="seconds between demo job steps (0: off)")
     parser.add_argument("--bookmark-interval", type=float, default=5.0)
     asyncio.run(serve(parser.parse_args()))
     return 0

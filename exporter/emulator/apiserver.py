@@ -43,9 +43,7 @@ class Fault:
 
     def matches(self, path: str, is_watch: bool) -> bool:
         return (
-            self.count > 0
-            and re.search(self.path, path) is not None
-            and (self.watch is None or self.watch == is_watch)
+            self.count > 0 and re.search(self.path, path) is not None and (self.watch is None or self.watch == is_watch)
         )
 
 
@@ -145,9 +143,7 @@ class ApiServer:
         self.resource_version += 1
         return self.resource_version
 
-    def _record(
-        self, res: _Resource, event: str, obj: dict[str, Any], previous: dict[str, Any] | None
-    ) -> None:
+    def _record(self, res: _Resource, event: str, obj: dict[str, Any], previous: dict[str, Any] | None) -> None:
         version = int(obj["metadata"]["resourceVersion"])
         res.history.append((version, event, obj))
         while len(res.history) > self.history_limit:
@@ -158,9 +154,7 @@ class ApiServer:
             before = previous is not None and self._visible(watcher.namespace, watcher.matcher, previous)
             # As the API server does: an object entering a selector is ADDED, one leaving it DELETED.
             if now:
-                watcher.queue.put_nowait(
-                    (version, "ADDED" if event == "MODIFIED" and not before else event, obj)
-                )
+                watcher.queue.put_nowait((version, "ADDED" if event == "MODIFIED" and not before else event, obj))
             elif before and event == "MODIFIED":
                 watcher.queue.put_nowait((version, "DELETED", obj))
 
@@ -258,9 +252,7 @@ class ApiServer:
                 return fault
         return None
 
-    async def _dispatch(
-        self, request: web.Request, group: str, version: str, rest: str
-    ) -> web.StreamResponse:
+    async def _dispatch(self, request: web.Request, group: str, version: str, rest: str) -> web.StreamResponse:
         self.requests.append((request.method, request.path_qs))
         if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
@@ -300,9 +292,7 @@ class ApiServer:
             return _status(400, "BadRequest", str(exc))
 
     def _list(self, request: web.Request, res: _Resource, namespace: str | None) -> web.Response:
-        matcher = parse_selectors(
-            request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
-        )
+        matcher = parse_selectors(request.query.get("labelSelector", ""), request.query.get("fieldSelector", ""))
         limit = int(request.query.get("limit") or 0)
         token = request.query.get("continue")
         start_after: list[str] | None = None
@@ -343,9 +333,7 @@ class ApiServer:
     async def _watch(
         self, request: web.Request, res: _Resource, namespace: str | None, fault: Fault | None
     ) -> web.StreamResponse:
-        matcher = parse_selectors(
-            request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
-        )
+        matcher = parse_selectors(request.query.get("labelSelector", ""), request.query.get("fieldSelector", ""))
         timeout = float(request.query.get("timeoutSeconds") or 1800)
         bookmarks = request.query.get("allowWatchBookmarks") == "true"
         since = request.query.get("resourceVersion") or "0"
@@ -385,9 +373,7 @@ class ApiServer:
                 if left <= 0:
                     break
                 try:
-                    _, event, obj = await asyncio.wait_for(
-                        watcher.queue.get(), min(left, self.bookmark_interval)
-                    )
+                    _, event, obj = await asyncio.wait_for(watcher.queue.get(), min(left, self.bookmark_interval))
                 except TimeoutError:
                     if bookmarks:
                         await send(
@@ -419,9 +405,7 @@ class ApiServer:
             if namespace:
                 obj["metadata"]["namespace"] = namespace
             if self.get(kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) is not None:
-                return _status(
-                    409, "AlreadyExists", f"{kind.plural} {obj['metadata']['name']!r} already exists"
-                )
+                return _status(409, "AlreadyExists", f"{kind.plural} {obj['metadata']['name']!r} already exists")
             return web.json_response(self.apply(kind, obj), status=201)
         if name is None:
             return _status(405, "MethodNotAllowed", "method not allowed on a collection")

@@ -1,6 +1,7 @@
 """A simulated kubelet/GPU-agent scrape target for the emulated cluster's running pods.
 
-`/metrics/cadvisor` serves cAdvisor-shaped container series, `/metrics/nvml` the
+`/metrics/cadvisor` serves cAdvisor-shaped container series (CPU, memory, disk and
+network bytes), `/metrics/kube-state-metrics` the pods' limits, `/metrics/nvml` the
 series this project's GPU agent exports, `/metrics/dcgm` NVIDIA dcgm-exporter's
 (utilisation in percent). Rates and levels come from the pods'
 `sim.ml-observability.io/*` annotations; counters grow with wall-clock time.
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from exporter.emulator.apiserver import ApiServer
 from exporter.emulator.scenario import KINDS, SIM
-from exporter.sources import parse_time
+from exporter.sources import parse_quantity, parse_time
 
 
 def _running_pods(api: ApiServer) -> Iterator[dict[str, Any]]:
@@ -54,19 +55,37 @@ def cadvisor(api: ApiServer, now: float) -> str:
         used = cores * max(now - started, 0.0)
         lines.append(f"container_cpu_usage_seconds_total{{{ctr}}} {used:.3f}")
         lines.append(f"container_memory_working_set_bytes{{{ctr}}} {memory:.0f}")
+        elapsed = max(now - started, 0.0)
+        for note, metric, where in (
+            ("fs-read-bps", "container_fs_reads_bytes_total", ctr + ',device="/dev/vda"'),
+            ("fs-write-bps", "container_fs_writes_bytes_total", ctr + ',device="/dev/vda"'),
+            # Network counters belong to the pod sandbox, not to a container.
+            ("net-rx-bps", "container_network_receive_bytes_total", f'{base},container="POD",interface="eth0"'),
+            ("net-tx-bps", "container_network_transmit_bytes_total", f'{base},container="POD",interface="eth0"'),
+        ):
+            if SIM + note in notes:
+                lines.append(f"{metric}{{{where}}} {float(notes[SIM + note]) * elapsed:.0f}")
         # The pod-level cgroup and the pause container, which rules must not add in again.
-        lines.append(
-            f'container_cpu_usage_seconds_total{{{base},container="",image="",{cid}"}} {used + 1:.3f}'
-        )
-        lines.append(
-            f'container_memory_working_set_bytes{{{base},container="",image="",{cid}"}} {memory:.0f}'
-        )
-        lines.append(
-            f'container_cpu_usage_seconds_total{{{base},container="POD",image="pause",{cid}/p"}} 0.5'
-        )
-        lines.append(
-            f'container_memory_working_set_bytes{{{base},container="POD",image="pause",{cid}/p"}} 1e6'
-        )
+        lines.append(f'container_cpu_usage_seconds_total{{{base},container="",image="",{cid}"}} {used + 1:.3f}')
+        lines.append(f'container_memory_working_set_bytes{{{base},container="",image="",{cid}"}} {memory:.0f}')
+        lines.append(f'container_cpu_usage_seconds_total{{{base},container="POD",image="pause",{cid}/p"}} 0.5')
+        lines.append(f'container_memory_working_set_bytes{{{base},container="POD",image="pause",{cid}/p"}} 1e6')
+    return "\n".join(lines) + "\n"
+
+
+def kube_state_metrics(api: ApiServer) -> str:
+    """kube-state-metrics' container limits of the emulated pods."""
+    lines = ["# TYPE kube_pod_container_resource_limits gauge"]
+    for pod in _running_pods(api):
+        meta, node = pod["metadata"], pod["spec"].get("nodeName", "")
+        for container in pod["spec"]["containers"]:
+            for resource, quantity in ((container.get("resources") or {}).get("limits") or {}).items():
+                unit = {"cpu": "core", "memory": "byte"}.get(resource, "integer")
+                lines.append(
+                    f'kube_pod_container_resource_limits{{namespace="{meta["namespace"]}",pod="{meta["name"]}",'
+                    f'container="{container["name"]}",node="{node}",resource="{resource}",unit="{unit}"}} '
+                    f"{parse_quantity(quantity)}"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -113,3 +132,8 @@ def add_routes(app: web.Application, api: ApiServer) -> None:
     app.router.add_get("/metrics/cadvisor", serve_cadvisor)
     app.router.add_get("/metrics/nvml", serve_nvml)
     app.router.add_get("/metrics/dcgm", serve_dcgm)
+
+    async def serve_ksm(_: web.Request) -> web.Response:
+        return web.Response(text=kube_state_metrics(api))
+
+    app.router.add_get("/metrics/kube-state-metrics", serve_ksm)

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import random
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,9 +260,7 @@ def training_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], Expe
     # A pod whose job is gone: its label points nowhere.
     add(
         "Pod",
-        kubeflow_pod(
-            "PyTorchJob", "team-a", "ghost", "worker", 0, node="cpu-node-1", cpu=1.0, memory=1 * GIB
-        ),
+        kubeflow_pod("PyTorchJob", "team-a", "ghost", "worker", 0, node="cpu-node-1", cpu=1.0, memory=1 * GIB),
     )
 
     # team-b
@@ -491,9 +490,7 @@ def notebook(ns: str, name: str, *, state: str, requests: dict[str, str], limits
     annotations[SIM + "kernels"] = json.dumps(
         [{"state": k["state"], "last_activity": now_rfc3339(-k["ago"])} for k in kernels or []]
     )
-    annotations[SIM + "terminals"] = json.dumps(
-        [{"last_activity": now_rfc3339(-t["ago"])} for t in terminals or []]
-    )
+    annotations[SIM + "terminals"] = json.dumps([{"last_activity": now_rfc3339(-t["ago"])} for t in terminals or []])
     status: dict[str, Any] = {"readyReplicas": 1 if state == "running" else 0, "conditions": []}
     if state == "running":
         status["containerState"] = {"running": {"startedAt": now_rfc3339(-started)}}
@@ -554,3 +551,370 @@ def notebooks_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], Not
         cpu_request_utilization={("team-a", "alice-wb"): 0.05 / 2, ("team-a", "bob-wb"): 0.9, ("team-b", "erin-nb"): 0.2},
     )  # fmt: skip
     return objs, expected
+
+
+WORKFLOW_KIND = ResourceKind("argoproj.io", "v1alpha1", "workflows", "Workflow")
+PIPELINERUN_KIND = ResourceKind("tekton.dev", "v1", "pipelineruns", "PipelineRun")
+DSPA_KIND = ResourceKind(
+    "datasciencepipelinesapplications.opendatahub.io",
+    "v1",
+    "datasciencepipelinesapplications",
+    "DataSciencePipelinesApplication",
+)
+KINDS.update({"Workflow": WORKFLOW_KIND, "PipelineRun": PIPELINERUN_KIND, "DataSciencePipelinesApplication": DSPA_KIND})
+IO_RATES = ("fs-read-bps", "fs-write-bps", "net-rx-bps", "net-tx-bps")
+
+
+@dataclass
+class Task:
+    """One KFP task of a run: its executor attempts as (phase, started ago, finished ago or None, message)."""
+
+    name: str
+    attempts: list[tuple[str, float, float | None, str]]
+    cached: bool = False
+    omitted: bool = False
+    pod: dict[str, float] | None = None  # simulation of the running executor pod: cpu, memory, limit, io rates
+
+
+def _node_id(workflow: str, node_name: str) -> str:
+    return f"{workflow}-{zlib.crc32(node_name.encode())}"
+
+
+def kfp_workflow(
+    ns: str,
+    name: str,
+    run_id: str,
+    run_name: str,
+    phase: str,
+    started: float,
+    finished: float | None,
+    tasks: list[Task],
+    offloaded: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An Argo Workflow shaped the way KFP v2 compiles and runs a pipeline, and its running step pods."""
+    nodes: dict[str, dict[str, Any]] = {}
+    pods: list[dict[str, Any]] = []
+
+    def node(
+        node_name: str,
+        kind: str,
+        template: str,
+        node_phase: str,
+        start: float | None,
+        end: float | None,
+        display: str,
+        children: tuple[str, ...] | list[str] = (),
+        message: str = "",
+    ) -> str:
+        nid = name if node_name == name else _node_id(name, node_name)
+        nodes[nid] = {
+            "id": nid,
+            "name": node_name,
+            "displayName": display,
+            "type": kind,
+            "templateName": template,
+            "phase": node_phase,
+            "children": list(children),
+            "boundaryID": name,
+        }
+        if start is not None:
+            nodes[nid]["startedAt"] = now_rfc3339(-start)
+        if end is not None:
+            nodes[nid]["finishedAt"] = now_rfc3339(-end)
+        if message:
+            nodes[nid]["message"] = message
+        return nid
+
+    task_ids = []
+    for task in tasks:
+        base = f"{name}.root.{task.name}"
+        first_start = task.attempts[0][1] if task.attempts else started
+        driver = node(
+            f"{base}-driver",
+            "Pod",
+            "system-container-driver",
+            "Succeeded",
+            first_start + 5,
+            first_start + 1,
+            f"{task.name}-driver",
+        )
+        if task.omitted:
+            executor = node(
+                f"{base}.executor",
+                "Skipped",
+                "system-container-impl",
+                "Omitted",
+                None,
+                None,
+                "executor",
+                message="omitted: depends condition not met",
+            )
+            task_phase = "Omitted"
+        elif task.cached:
+            executor = node(
+                f"{base}.executor",
+                "Skipped",
+                "system-container-impl",
+                "Skipped",
+                first_start,
+                first_start,
+                "executor",
+                message="when 'true != true' evaluated false",
+            )
+            task_phase = "Succeeded"
+        else:
+            attempt_ids = []
+            for i, (attempt_phase, start, end, message) in enumerate(task.attempts):
+                display = f"executor({i})" if len(task.attempts) > 1 else "executor"
+                node_name = f"{base}.executor({i})" if len(task.attempts) > 1 else f"{base}.executor"
+                template = "retry-system-container-impl" if len(task.attempts) > 1 else "system-container-impl"
+                aid = node(node_name, "Pod", template, attempt_phase, start, end, display, message=message)
+                attempt_ids.append(aid)
+                if attempt_phase == "Running" and task.pod:
+                    sim = task.pod
+                    pod_obj = pod(
+                        ns,
+                        f"{name}-system-container-impl-{zlib.crc32(node_name.encode())}",
+                        {"workflows.argoproj.io/workflow": name, RUN_ID: run_id},
+                        node="cpu-node-2",
+                        cpu=sim["cpu"],
+                        memory=sim["memory"],
+                        started=start,
+                    )
+                    pod_obj["metadata"]["annotations"]["workflows.argoproj.io/node-id"] = aid
+                    pod_obj["metadata"]["annotations"].update({SIM + k: str(sim[k]) for k in IO_RATES if k in sim})
+                    pod_obj["spec"]["containers"][0]["name"] = "main"
+                    pod_obj["spec"]["containers"][0]["resources"] = {"limits": {"memory": str(int(sim["limit"]))}}
+                    pods.append(pod_obj)
+            last_phase = task.attempts[-1][0]
+            if len(attempt_ids) > 1:
+                executor = node(
+                    f"{base}.executor",
+                    "Retry",
+                    "retry-system-container-impl",
+                    last_phase,
+                    first_start,
+                    task.attempts[-1][2],
+                    "executor",
+                    attempt_ids,
+                )
+            else:
+                executor = attempt_ids[0]
+            task_phase = last_phase
+        task_dag = node(base, "DAG", "system-container-executor", task_phase, first_start, None, task.name, [executor])
+        task_ids += [driver, task_dag]
+    root_driver = node(
+        f"{name}.root-driver", "Pod", "system-dag-driver", "Succeeded", started, started - 2, "root-driver"
+    )
+    root = node(f"{name}.root", "DAG", "root", phase, started - 2, finished, "root", task_ids)
+    node(name, "DAG", "entrypoint", phase, started, finished, name, [root_driver, root])
+    status: dict[str, Any] = {
+        "phase": phase,
+        "startedAt": now_rfc3339(-started),
+        "nodes": {} if offloaded else nodes,
+        "resourcesDuration": {
+            "cpu": int(sum(t.attempts[0][1] - (t.attempts[0][2] or 0) for t in tasks if t.attempts)),
+            "memory": 120,
+        },
+    }
+    if offloaded:
+        status["offloadNodeStatusVersion"] = "fnv:2364019811"
+    if finished is not None:
+        status["finishedAt"] = now_rfc3339(-finished)
+    obj = {
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "generateName": name.rsplit("-", 1)[0] + "-",
+            "labels": {RUN_ID: run_id, "workflows.argoproj.io/phase": phase},
+            "annotations": {"pipelines.kubeflow.org/run_name": run_name},
+            "creationTimestamp": now_rfc3339(-started - 5),
+        },
+        "spec": {"entrypoint": "entrypoint"},
+        "status": status,
+    }
+    return obj, pods
+
+
+RUN_ID = "pipeline/runid"
+OOM = "main: OOMKilled (exit code 137)"
+
+
+@dataclass(frozen=True)
+class PipelineExpected:
+    runs_by_status: dict[tuple[str, str, str], float]  # (namespace, pipeline, status) -> runs
+    run_duration: dict[str, float]  # run_id -> seconds at scenario time (finished runs)
+    step_status: dict[tuple[str, str], str]  # (run_id, step) -> status
+    step_duration: dict[tuple[str, str], float]  # finished steps
+    memory_limit_ratio: dict[tuple[str, str], float]  # running steps
+    io: dict[tuple[str, str, str], float]  # (run_id, step, kind) -> bytes/s
+
+
+def pipelines_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], PipelineExpected]:
+    """The OOM story: a nightly run whose preprocess step died of OOM after 45 minutes, today's run with
+    preprocess near its memory limit, a retried run that succeeded, an offloaded run, a Tekton run, DSPAs."""
+    gib = float(GIB)
+    failed, failed_pods = kfp_workflow(
+        "team-a",
+        "fraud-training-pipeline-abc12",
+        "run-0001",
+        "nightly 2026-12-03",
+        "Failed",
+        3700,
+        580,
+        [
+            Task("load-data", [("Succeeded", 3690, 3300, "")]),
+            Task("preprocess", [("Failed", 3290, 590, OOM)]),
+            Task("train", [], omitted=True),
+        ],
+    )
+    running, running_pods = kfp_workflow(
+        "team-a",
+        "fraud-training-pipeline-def34",
+        "run-0002",
+        "nightly 2026-12-04",
+        "Running",
+        900,
+        None,
+        [
+            Task("load-data", [], cached=True),
+            Task(
+                "preprocess",
+                [("Running", 880, None, "")],
+                pod={
+                    "cpu": 1.5,
+                    "memory": 3.8 * gib,
+                    "limit": 4 * gib,
+                    "fs-read-bps": 50e6,
+                    "fs-write-bps": 20e6,
+                    "net-rx-bps": 10e6,
+                    "net-tx-bps": 1e6,
+                },
+            ),
+        ],
+    )
+    retried, _ = kfp_workflow(
+        "team-a",
+        "churn-pipeline-gh56x",
+        "run-0003",
+        "weekly churn",
+        "Succeeded",
+        7000,
+        5000,
+        [
+            Task("extract", [("Error", 6990, 6900, "pod deleted"), ("Succeeded", 6890, 6000, "")]),
+            Task("score", [("Succeeded", 5990, 5010, "")]),
+        ],
+    )
+    offloaded, _ = kfp_workflow(
+        "team-b",
+        "big-pipeline-zz9yy",
+        "run-0004",
+        "backfill",
+        "Running",
+        600,
+        None,
+        [
+            Task("shard", [("Running", 590, None, "")]),
+        ],
+        offloaded=True,
+    )
+    tekton = {
+        "metadata": {
+            "name": "legacy-run-1",
+            "namespace": "team-b",
+            "labels": {"tekton.dev/pipeline": "legacy-etl", RUN_ID: "run-0005"},
+            "annotations": {"pipelines.kubeflow.org/run_name": "legacy etl"},
+        },
+        "spec": {"pipelineRef": {"name": "legacy-etl"}},
+        "status": {
+            "startTime": now_rfc3339(-4000),
+            "completionTime": now_rfc3339(-3400),
+            "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded"}],
+        },
+    }
+    dspa_ok = {
+        "metadata": {"name": "dspa", "namespace": "team-a"},
+        "spec": {},
+        "status": {
+            "conditions": [
+                {"type": t_, "status": "True", "reason": "MinimumReplicasAvailable"}
+                for t_ in (
+                    "DatabaseAvailable",
+                    "ObjectStoreAvailable",
+                    "APIServerReady",
+                    "PersistenceAgentReady",
+                    "ScheduledWorkflowReady",
+                    "Ready",
+                )
+            ]
+        },
+    }
+    dspa_bad = {
+        "metadata": {"name": "dspa", "namespace": "team-b"},
+        "spec": {},
+        "status": {
+            "conditions": [
+                {"type": "DatabaseAvailable", "status": "True"},
+                {"type": "ObjectStoreAvailable", "status": "False", "reason": "FailingToDeploy"},
+                {"type": "APIServerReady", "status": "False", "reason": "FailingToDeploy"},
+                {"type": "Ready", "status": "False", "reason": "FailingToDeploy"},
+            ]
+        },
+    }
+    objs: list[tuple[ResourceKind, dict[str, Any]]] = [
+        (WORKFLOW_KIND, w) for w in (failed, running, retried, offloaded)
+    ]
+    objs += [(t.PODS, p) for p in failed_pods + running_pods]
+    objs += [(PIPELINERUN_KIND, tekton), (DSPA_KIND, dspa_ok), (DSPA_KIND, dspa_bad)]
+    expected = PipelineExpected(
+        runs_by_status={
+            ("team-a", "fraud-training-pipeline", "failed"): 1,
+            ("team-a", "fraud-training-pipeline", "running"): 1,
+            ("team-a", "churn-pipeline", "succeeded"): 1,
+            ("team-b", "big-pipeline", "running"): 1,
+            ("team-b", "legacy-etl", "succeeded"): 1,
+        },
+        run_duration={"run-0001": 3120, "run-0003": 2000, "run-0005": 600},
+        step_status={
+            ("run-0001", "load-data"): "succeeded",
+            ("run-0001", "preprocess"): "failed",
+            ("run-0001", "train"): "skipped",
+            ("run-0002", "load-data"): "cached",
+            ("run-0002", "preprocess"): "running",
+            ("run-0003", "extract"): "succeeded",
+            ("run-0003", "score"): "succeeded",
+        },
+        step_duration={
+            ("run-0001", "load-data"): 390,
+            ("run-0001", "preprocess"): 2700,
+            ("run-0003", "extract"): 890,
+            ("run-0003", "score"): 980,
+        },
+        memory_limit_ratio={("run-0002", "preprocess"): 0.95},
+        io={
+            ("run-0002", "preprocess", "fs_read"): 50e6,
+            ("run-0002", "preprocess", "fs_write"): 20e6,
+            ("run-0002", "preprocess", "net_receive"): 10e6,
+            ("run-0002", "preprocess", "net_transmit"): 1e6,
+        },
+    )
+    return objs, expected
+
+
+def oom_kill_running_preprocess() -> dict[str, Any]:
+    """Today's run after its preprocess step was OOM-killed (what the e2e test applies mid-run)."""
+    obj, _ = kfp_workflow(
+        "team-a",
+        "fraud-training-pipeline-def34",
+        "run-0002",
+        "nightly 2026-12-04",
+        "Failed",
+        900,
+        0,
+        [
+            Task("load-data", [], cached=True),
+            Task("preprocess", [("Failed", 880, 0, OOM)]),
+        ],
+    )
+    return obj

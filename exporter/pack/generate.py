@@ -14,6 +14,7 @@ METRICS_DOC = DOCS_DIR / "metrics.md"
 GROUP_TITLES = {
     "training": "Training jobs",
     "notebooks": "Notebooks (workbenches)",
+    "pipelines": "Pipelines",
     "workloads": "Workload joins",
     "exporter": "Exporter health",
 }

@@ -42,9 +42,7 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5
         return exc.code, exc.read()
 
 
-def wait_for(
-    url: str, timeout: float = 20.0, status: int = 200, proc: subprocess.Popen[bytes] | None = None
-) -> None:
+def wait_for(url: str, timeout: float = 20.0, status: int = 200, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -57,9 +55,7 @@ def wait_for(
 
 
 @contextlib.contextmanager
-def process(
-    args: list[str], log: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
+def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
@@ -114,6 +110,7 @@ def scrape_configs(exporter_url: str, emulator_url: str) -> list[dict[str, Any]]
     return [
         scrape_job("ml-workload-exporter", exporter_url + "/metrics", honor_labels=True),
         scrape_job("kubelet-cadvisor", emulator_url + "/metrics/cadvisor", honor_labels=True),
+        scrape_job("kube-state-metrics", emulator_url + "/metrics/kube-state-metrics", honor_labels=True),
         scrape_job("ml-gpu-agent", emulator_url + "/metrics/nvml", honor_labels=True),
         # dcgm-exporter as the GPU Operator scrapes it: its own namespace/pod become target labels,
         # so the workload's are renamed exported_namespace/exported_pod.
@@ -167,9 +164,7 @@ def prometheus(
         yield f"http://127.0.0.1:{port}"
 
 
-def scrape_job(
-    name: str, url: str, honor_labels: bool, labels: dict[str, str] | None = None
-) -> dict[str, Any]:
+def scrape_job(name: str, url: str, honor_labels: bool, labels: dict[str, str] | None = None) -> dict[str, Any]:
     parsed = urllib.parse.urlparse(url)
     target: dict[str, Any] = {"targets": [parsed.netloc]}
     if labels:

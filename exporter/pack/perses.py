@@ -379,9 +379,7 @@ def check(obj: Any, recorded: set[str], allowed_raw: Iterable[str] = ()) -> list
         errors += validate(vspec, LIST_VARIABLE, f"{where}.spec")
         plugin = vspec.get("plugin") or {}
         if plugin.get("kind") in VARIABLE_PLUGINS:
-            errors += validate(
-                plugin.get("spec"), VARIABLE_PLUGINS[plugin["kind"]], f"{where}.spec.plugin.spec"
-            )
+            errors += validate(plugin.get("spec"), VARIABLE_PLUGINS[plugin["kind"]], f"{where}.spec.plugin.spec")
             pspec = plugin.get("spec") or {}
             texts = [*(pspec.get("matchers") or []), pspec.get("expr", "")]
             for text in filter(None, texts):
@@ -412,14 +410,10 @@ def check(obj: Any, recorded: set[str], allowed_raw: Iterable[str] = ()) -> list
     return errors
 
 
-def _check_text(
-    text: str, defined: set[str], recorded: set[str], allowed_raw: Iterable[str], where: str
-) -> list[str]:
+def _check_text(text: str, defined: set[str], recorded: set[str], allowed_raw: Iterable[str], where: str) -> list[str]:
     errors = [f"{where}: undefined variable ${v}" for v in sorted(variables_in(text) - defined)]
     raw = series_in(text) - recorded - set(allowed_raw)
-    errors += [
-        f"{where}: reads {name}, which is neither a recorded series nor allowlisted" for name in sorted(raw)
-    ]
+    errors += [f"{where}: reads {name}, which is neither a recorded series nor allowlisted" for name in sorted(raw)]
     return errors
 
 

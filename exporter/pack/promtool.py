@@ -27,9 +27,7 @@ class Result:
 def _binary() -> str:
     path = shutil.which("promtool")
     if path is None:
-        raise PromtoolMissing(
-            "promtool not found: install Debian's prometheus package (make does it for you)"
-        )
+        raise PromtoolMissing("promtool not found: install Debian's prometheus package (make does it for you)")
     return path
 
 

@@ -122,8 +122,7 @@ class ActivityProbe:
             return  # stopped while we asked
         now = time.time()
         states = Counter(
-            k.get("execution_state") if k.get("execution_state") in EXECUTION_STATES[:3] else "other"
-            for k in kernels
+            k.get("execution_state") if k.get("execution_state") in EXECUTION_STATES[:3] else "other" for k in kernels
         )
         seen = [parse_time(item.get("last_activity")) for item in (*kernels, *terminals)]
         activity = max((t for t in seen if t is not None), default=None)
@@ -133,9 +132,7 @@ class ActivityProbe:
             target.last_activity = max(activity, target.last_activity or 0.0)
         nb = (target.namespace, target.name)
         lines: dict[Family, str] = {
-            c.NOTEBOOK_KERNELS: "".join(
-                c.NOTEBOOK_KERNELS.sample((*nb, s), states[s]) for s in EXECUTION_STATES
-            ),
+            c.NOTEBOOK_KERNELS: "".join(c.NOTEBOOK_KERNELS.sample((*nb, s), states[s]) for s in EXECUTION_STATES),
             c.NOTEBOOK_TERMINALS: c.NOTEBOOK_TERMINALS.sample(nb, len(terminals)),
             c.NOTEBOOK_PROBE_UP: c.NOTEBOOK_PROBE_UP.sample(nb, 1),
         }

@@ -112,9 +112,7 @@ def trainjob_state(obj: dict[str, Any], status: dict[str, Any]) -> tuple[str, fl
     return "pending", None, None
 
 
-def _trainjob_start(
-    obj: dict[str, Any], by_type: dict[Any, dict[str, Any]], finished: float | None
-) -> float | None:
+def _trainjob_start(obj: dict[str, Any], by_type: dict[Any, dict[str, Any]], finished: float | None) -> float | None:
     # Resumed after a suspension: the Suspended=False transition is when it (re)started.
     suspended = by_type.get("Suspended")
     if suspended and suspended.get("status") == "False":
@@ -129,9 +127,7 @@ def _trainjob_start(
 
 def rayjob_state(status: dict[str, Any]) -> tuple[str, float | None, float | None]:
     deployment = status.get("jobDeploymentStatus") or ""
-    current = RAY_DEPLOYMENT_STATUS.get(deployment) or RAY_JOB_STATUS.get(
-        status.get("jobStatus") or "", "pending"
-    )
+    current = RAY_DEPLOYMENT_STATUS.get(deployment) or RAY_JOB_STATUS.get(status.get("jobStatus") or "", "pending")
     if deployment == "Complete" and current not in ("succeeded", "failed"):
         current = "succeeded" if status.get("jobStatus") == "SUCCEEDED" else "failed"
     start = parse_time(status.get("startTime"))
@@ -196,9 +192,7 @@ class TrainingSource(WatchSource):
             self._rerender_pods((namespace, JOBSET_POD_LABEL, name))
         if kind is RAYJOB:
             cluster = status.get("rayClusterName")
-            self._set_ray_cluster(
-                uid, (namespace, cluster) if isinstance(cluster, str) and cluster else None, name
-            )
+            self._set_ray_cluster(uid, (namespace, cluster) if isinstance(cluster, str) and cluster else None, name)
 
     def _replicas(self, kind: ResourceKind, job: tuple[str, str, str], status: dict[str, Any]) -> str:
         lines = []
@@ -207,9 +201,7 @@ class TrainingSource(WatchSource):
                 if isinstance(entry, dict) and isinstance(entry.get("name"), str):
                     for state in REPLICA_STATES:
                         value = entry.get(state) or 0
-                        lines.append(
-                            c.TRAINING_JOB_REPLICAS.sample((*job, entry["name"], state), float(value))
-                        )
+                        lines.append(c.TRAINING_JOB_REPLICAS.sample((*job, entry["name"], state), float(value)))
         elif kind is not RAYJOB:
             replicas = status.get("replicaStatuses") or {}
             if isinstance(replicas, dict):
@@ -217,9 +209,7 @@ class TrainingSource(WatchSource):
                     if isinstance(counts, dict):
                         for state in REPLICA_STATES:
                             value = float(counts.get(state) or 0)
-                            lines.append(
-                                c.TRAINING_JOB_REPLICAS.sample((*job, replica_type.lower(), state), value)
-                            )
+                            lines.append(c.TRAINING_JOB_REPLICAS.sample((*job, replica_type.lower(), state), value))
         return "".join(lines)
 
     def delete_job(self, uid: str) -> None:
