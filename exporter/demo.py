@@ -97,7 +97,7 @@ Stop with Ctrl-C.
             flush=True,
         )
         started = time.monotonic()
-        next_report = started + min(args.report, 15)
+        next_report = started + min(args.report, 20)
         while not stopping and (not args.duration or time.monotonic() - started < args.duration):
             if time.monotonic() >= next_report:
                 for path in sorted(DASHBOARDS_DIR.glob("*.yaml")):

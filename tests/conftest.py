@@ -15,7 +15,14 @@ from aiohttp import web
 
 from exporter import catalogue
 from exporter.emulator.apiserver import ApiServer, kubeconfig_for
-from exporter.emulator.scenario import Expected, NotebookExpected, notebooks_scenario, training_scenario
+from exporter.emulator.scenario import (
+    Expected,
+    NotebookExpected,
+    PipelineExpected,
+    notebooks_scenario,
+    pipelines_scenario,
+    training_scenario,
+)
 from exporter.health import HealthRegistry
 from exporter.kube import KubeClient, ResourceKind, load_configuration
 from exporter.pack import local as harness
@@ -135,11 +142,17 @@ async def training(
 MakeCluster = Callable[..., Awaitable[Cluster]]
 
 
+@dataclass
 class Stack:
-    def __init__(self, prom: str, exporter: str, started: float, expected: Expected,
-                 notebooks: NotebookExpected) -> None:  # fmt: skip
-        self.prom, self.exporter, self.started = prom, exporter, started
-        self.expected, self.notebooks = expected, notebooks
+    """The running end-to-end stack and what its scenario implies."""
+
+    api: str  # the emulated cluster
+    prom: str
+    exporter: str
+    started: float
+    expected: Expected
+    notebooks: NotebookExpected
+    pipelines: PipelineExpected
 
 
 @pytest.fixture(scope="session")
@@ -172,4 +185,4 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         else:
             logs = "\n".join((tmp / name).read_text()[-3000:] for name in ("exporter.log", "prometheus.log"))
             pytest.fail(f"recording rules produced no data within 90s\n{logs}")
-        yield Stack(prom, exporter, started, expected, notebooks)
+        yield Stack(url, prom, exporter, started, expected, notebooks, pipelines_scenario()[1])

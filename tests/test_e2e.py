@@ -125,7 +125,7 @@ def test_prometheus_scraped_the_exporter_cleanly(stack: Stack) -> None:
     assert harness.query(stack.prom, 'ml_exporter_source_up{source="training"}')[0]["value"][1] == "1"
     # honor_labels kept the workload's namespace: nothing was renamed to exported_namespace.
     assert not harness.query(stack.prom, '{job="ml-workload-exporter", exported_namespace!=""}')
-    assert not harness.query(stack.prom, "scrape_samples_post_metric_relabeling == 0")
+    assert not harness.query(stack.prom, 'scrape_samples_post_metric_relabeling{job="ml-workload-exporter"} == 0')
 
 
 def test_scenario_matches_itself() -> None:

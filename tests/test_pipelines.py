@@ -53,6 +53,11 @@ def lines(store: Store, prefix: str) -> dict[str, float]:
     return out
 
 
+def observed(store: Store) -> dict[str, float]:
+    """Histogram series with observations (every step also has zero series from its first sight)."""
+    return {k: v for k, v in lines(store, "ml_pipeline_step_duration_seconds_count").items() if v}
+
+
 def current(store: Store, family: str) -> set[str]:
     return {k for k, v in lines(store, family).items() if v == 1}
 
@@ -115,11 +120,13 @@ def test_offloaded_node_status_is_marked_not_misreported(source: PipelineSource,
 def test_histogram_observes_each_finished_attempt_once(source: PipelineSource, store: Store) -> None:
     before = scenario_workflow("fraud-training-pipeline-def34")
     source.upsert_workflow(with_uid(before, "w2"))
-    assert lines(store, "ml_pipeline_step_duration_seconds_count") == {}  # nothing finished since start
+    assert observed(store) == {}  # nothing finished since start
+    # ... but the running step's outcomes exist at zero, so its first end is an increase.
+    assert len(lines(store, "ml_pipeline_step_duration_seconds_count")) == 3
     after = with_uid(oom_kill_running_preprocess(), "w2")
     for _ in range(3):  # the same state again: a relist, a watch restart, a MODIFIED with no change
         source.upsert_workflow(copy.deepcopy(after))
-    counts = lines(store, "ml_pipeline_step_duration_seconds_count")
+    counts = observed(store)
     assert counts == {'{namespace="team-a",pipeline="fraud-training-pipeline",step="preprocess",status="failed"}': 1}
     buckets = lines(store, "ml_pipeline_step_duration_seconds_bucket")
     labels = 'namespace="team-a",pipeline="fraud-training-pipeline",step="preprocess",status="failed"'
@@ -132,7 +139,7 @@ def test_histogram_observes_each_finished_attempt_once(source: PipelineSource, s
 def test_steps_that_finished_before_the_exporter_started_are_not_observed(source: PipelineSource,
                                                                          store: Store) -> None:  # fmt: skip
     source.upsert_workflow(with_uid(scenario_workflow("fraud-training-pipeline-abc12"), "w1"))
-    assert lines(store, "ml_pipeline_step_duration_seconds_count") == {}
+    assert observed(store) == {}
 
 
 def test_retention_drops_finished_runs_and_keeps_the_histogram(store: Store, registry: HealthRegistry) -> None:
@@ -142,14 +149,14 @@ def test_retention_drops_finished_runs_and_keeps_the_histogram(store: Store, reg
     source.upsert_workflow(with_uid(scenario_workflow("fraud-training-pipeline-def34"), "w2"))  # running
     runs = lines(store, "ml_pipeline_run_info")
     assert len(runs) == 1 and "run-0002" in next(iter(runs))  # expired on arrival
-    histogram = lines(store, "ml_pipeline_step_duration_seconds_count")
+    histogram = observed(store)
     assert len(histogram) == 2  # load-data and preprocess of run-0001 were observed and stay
     source.upsert_workflow(with_uid(oom_kill_running_preprocess(), "w2"))  # finishes now
     assert len(lines(store, "ml_pipeline_run_info")) == 1
     source.runs["w2"].finished = time.time() - 120
     assert source.expire() == 1
     assert lines(store, "ml_pipeline_run_info") == {} and lines(store, "ml_pipeline_step_status") == {}
-    counts = lines(store, "ml_pipeline_step_duration_seconds_count")
+    counts = observed(store)
     assert counts['{namespace="team-a",pipeline="fraud-training-pipeline",step="preprocess",status="failed"}'] == 2
 
 
@@ -230,7 +237,7 @@ async def test_histogram_survives_a_relist_through_the_api(make_cluster: MakeClu
         await until(lambda: registry.ready, what="first sync")
         cluster.api.apply(WORKFLOW_KIND, scenario_workflow("fraud-training-pipeline-def34"))
         cluster.api.apply(WORKFLOW_KIND, oom_kill_running_preprocess())
-        await until(lambda: bool(lines(store, "ml_pipeline_step_duration_seconds_count")), what="observation")
+        await until(lambda: bool(observed(store)), what="observation")
         cluster.api.faults.append(Fault("gone", path="workflows", watch=True))  # the next watch: 410 Gone
         cluster.api.close_watches()
         resource = next(r for r in registry.sources[0].resources if r.resource == "workflows.argoproj.io")
@@ -243,7 +250,7 @@ async def test_histogram_survives_a_relist_through_the_api(make_cluster: MakeClu
             what="relist",
         )
         await asyncio.sleep(0.2)
-        assert list(lines(store, "ml_pipeline_step_duration_seconds_count").values()) == [1]
+        assert list(observed(store).values()) == [1]
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -9,7 +9,7 @@ import sys
 
 from aiohttp import web
 
-from exporter.emulator import jupyter, kubelet, scenario
+from exporter.emulator import jupyter, kubelet, pushgateway, scenario
 from exporter.emulator.apiserver import ApiServer, kubeconfig_for
 
 
@@ -27,6 +27,7 @@ async def serve(args: argparse.Namespace) -> None:
     app = api.app()
     kubelet.add_routes(app, api)
     jupyter.add_routes(app, api)
+    pushgateway.add_routes(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

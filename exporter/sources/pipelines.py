@@ -283,6 +283,14 @@ class PipelineSource(WatchSource):
 
     def _observe(self, uid: str, run: RunState, attempts: list[Attempt]) -> None:
         seen = self.observed.setdefault(uid, set())
+        for step in {a.step for a in attempts if a.status not in ("skipped", "cached")}:
+            # Zero series for every outcome before the first observation, so that increase()
+            # sees the step's first end instead of a series born at 1.
+            for status in ("succeeded", "failed", "error"):
+                labels = (run.namespace, run.pipeline, step, status)
+                if labels not in self.histogram.series:
+                    self.histogram.series[labels] = ([0] * (len(BUCKETS) + 1), [0.0])
+                    self._render_histogram(labels)
         for attempt in attempts:
             if attempt.node_id in seen or attempt.finished is None or attempt.status in ("pending", "running"):
                 continue
@@ -295,10 +303,11 @@ class PipelineSource(WatchSource):
                 continue
             labels = (run.namespace, run.pipeline, attempt.step, attempt.status)
             self.histogram.observe(labels, max(attempt.finished - attempt.started, 0.0))
-            self.store.put(
-                "pipelines/hist/" + "\x1f".join(labels),
-                {c.PIPELINE_STEP_DURATION: self.histogram.render(labels)},
-            )
+            self._render_histogram(labels)
+
+    def _render_histogram(self, labels: tuple[str, ...]) -> None:
+        key = "pipelines/hist/" + "\x1f".join(labels)
+        self.store.put(key, {c.PIPELINE_STEP_DURATION: self.histogram.render(labels)})
 
     def _put_run(self, uid: str, run: RunState, run_name: str, engine: str, state: str, started: float | None,
                  extra: dict[Family, str]) -> None:  # fmt: skip

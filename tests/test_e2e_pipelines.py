@@ -1,0 +1,117 @@
+"""End to end for pipelines: the OOM story through the emulator, the exporter, Prometheus and the dashboard.
+
+Yesterday's nightly run died in `preprocess` of OOM after 45 minutes. Today's run is
+in `preprocess`, at 95 % of its memory limit; the test then OOM-kills it (as the
+kubelet would) and the dashboard's queries must tell the whole story.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.emulator.scenario import oom_kill_running_preprocess
+from exporter.pack import DASHBOARDS_DIR, perses
+from exporter.pack import local as harness
+from exporter.steps import publish_records_processed
+from tests.conftest import Stack
+
+DASHBOARD = DASHBOARDS_DIR / "data-pipeline-metrics.yaml"
+WORKFLOW_PATH = "/apis/argoproj.io/v1alpha1/namespaces/team-a/workflows/fraud-training-pipeline-def34"
+
+
+def queries() -> list[perses.Query]:
+    return perses.queries(yaml.safe_load(DASHBOARD.read_text()))
+
+
+def run(stack: Stack, panel: str, index: int = 0, run_id: str = ".*") -> list[dict[str, Any]]:
+    q = [q for q in queries() if q.panel == panel][index]
+    values = {"namespace": ".*", "pipeline": ".*", "run": run_id, **harness.builtin_variables()}
+    return harness.query(stack.prom, harness.fill_variables(q.promql, values))
+
+
+def scalar(result: list[dict[str, Any]]) -> float:
+    assert len(result) == 1, result
+    return float(result[0]["value"][1])
+
+
+def by(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], float]:
+    return {tuple(r["metric"][k] for k in labels): float(r["value"][1]) for r in result}
+
+
+def wait(stack: Stack, promql: str, what: str, timeout: float = 60) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = harness.query(stack.prom, promql)
+        if result:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} within {timeout}s: {promql}")
+
+
+def test_the_oom_story(stack: Stack) -> None:
+    expected = stack.pipelines
+    publish_records_processed(125_000, run_id="run-0002", step="preprocess", gateway=stack.api, namespace="team-a")
+    wait(stack, "namespace_run_id_step:ml_pipeline_records_processed:max", "records processed")
+    wait(stack, 'namespace_run_id_step:ml_pipeline_step_memory_limit_utilization:ratio{run_id="run-0002"}', "memory")
+
+    # Before: today's run is running, its preprocess step close to the memory limit.
+    assert scalar(run(stack, "runningRuns")) == 2  # run-0002 and the offloaded run-0004
+    rows = by(run(stack, "runsTable"), "run_id", "status")
+    assert {k for k in rows} == {("run-0001", "failed"), ("run-0002", "running"), ("run-0003", "succeeded"),
+                                  ("run-0004", "running"), ("run-0005", "succeeded")}  # fmt: skip
+    for run_id, duration in expected.run_duration.items():
+        assert rows[(run_id, "failed" if run_id == "run-0001" else "succeeded")] == pytest.approx(duration, abs=2)
+    ratio = by(run(stack, "stepMemoryRatio"), "run_id", "step")
+    assert ratio == pytest.approx(expected.memory_limit_ratio, rel=0.01)
+    memory = {(r["metric"]["run_id"], r["metric"]["step"]): float(r["value"][1]) for r in run(stack, "stepMemory", 1)}
+    assert memory[("run-0002", "preprocess")] == 4 * 1024**3  # the limit, beside the usage
+    io = by(run(stack, "stepThroughput"), "run_id", "step", "kind")
+    assert io == pytest.approx(expected.io, rel=0.1)
+    assert by(run(stack, "recordsProcessed"), "run_id", "step") == {("run-0002", "preprocess"): 125_000}
+
+    # Yesterday's run, step by step: 45 minutes of preprocess, then OOMKilled; train never ran.
+    steps = by(run(stack, "stepBreakdown", run_id="run-0001"), "step", "status")
+    assert steps == pytest.approx({("load-data", "succeeded"): 390, ("preprocess", "failed"): 2700,
+                                   ("train", "skipped"): 0})  # fmt: skip
+    assert by(run(stack, "failedSteps"), "run_id", "step", "reason") == {("run-0001", "preprocess", "OOMKilled"): 1}
+    assert set(by(run(stack, "stepBreakdown", run_id="run-0002"), "step", "status")) == {
+        ("load-data", "cached"),
+        ("preprocess", "running"),
+    }
+    assert scalar(run(stack, "pipelineServers")) == 1  # team-b's server is failing to deploy
+    assert scalar(run(stack, "failedRuns")) == 1
+
+    # Today's preprocess is OOM-killed.
+    body = json.dumps(oom_kill_running_preprocess()).encode()
+    request = urllib.request.Request(stack.api + WORKFLOW_PATH, data=body, method="PUT",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    p95 = wait(stack, 'namespace_pipeline_step:ml_pipeline_step_duration_seconds:p95_1d{step="preprocess"}',
+               "step duration p95")  # fmt: skip
+    # One observation of ~880 s: the quantile lies in its (600, 1200] bucket.
+    assert 600 < float(p95[0]["value"][1]) <= 1200
+    assert run(stack, "stepP95")
+    wait(stack, 'namespace_run_id_step:ml_pipeline_step_failure_info:max{run_id="run-0002"}', "the new failure")
+    assert by(run(stack, "failedSteps"), "run_id", "step", "reason") == {
+        ("run-0001", "preprocess", "OOMKilled"): 1,
+        ("run-0002", "preprocess", "OOMKilled"): 1,
+    }
+    assert scalar(run(stack, "failedRuns")) == 2
+    assert scalar(run(stack, "runningRuns")) == 1
+
+
+def test_every_dashboard_query_returns_data(stack: Stack) -> None:
+    test_the_oom_story_ran = harness.query(
+        stack.prom, "namespace_pipeline_step:ml_pipeline_step_duration_seconds:p95_1d"
+    )
+    assert test_the_oom_story_ran, "runs after test_the_oom_story"
+    for q in queries():
+        index = [p.promql for p in queries() if p.panel == q.panel].index(q.promql)
+        assert run(stack, q.panel, index), f"panel {q.panel} query {index} returned no data"
