@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import signal
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import yaml
 
+from exporter.emulator import scenario
 from exporter.pack import DASHBOARDS_DIR, perses
 from exporter.pack import local as stack
+from exporter.steps import publish_records_processed
 
 RANGE_S = 3600
 
@@ -45,12 +49,25 @@ def dashboard_report(prom: str, dashboard: dict[str, Any]) -> str:
         cells = []
         for r in result:
             labels = r["metric"]
-            subject = labels.get("job_name") or labels.get("notebook", "")
-            extra = "".join(f" {labels[k]}" for k in ("status", "resource") if k in labels)
-            cells.append(f"{labels.get('namespace', '')}/{subject}{extra}={float(r['value'][1]):.3g}")
+            subject = "/".join(
+                labels[k] for k in ("namespace", "job_name", "notebook", "run_id", "step") if k in labels
+            )
+            extra = "".join(f" {labels[k]}" for k in ("status", "resource", "kind", "reason") if k in labels)
+            cells.append(f"{subject}{extra}={float(r['value'][1]):.3g}")
         cells.sort()
         lines.append(f"  {title:26} " + ", ".join(cells[:6]) + (f" (+{len(cells) - 6} more)" if len(cells) > 6 else ""))
     return "\n".join(lines)
+
+
+def oom_kill_todays_run(api: str) -> None:
+    """The pipeline story: today's run reports its records, then its preprocess step is OOM-killed."""
+    publish_records_processed(125_000, run_id="run-0002", step="preprocess", gateway=api, namespace="team-a")
+    body = json.dumps(scenario.oom_kill_running_preprocess()).encode()
+    path = "/apis/argoproj.io/v1alpha1/namespaces/team-a/workflows/fraud-training-pipeline-def34"
+    request = urllib.request.Request(api + path, data=body, method="PUT", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    print("(today's pipeline run: preprocess was just OOM-killed)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +115,11 @@ Stop with Ctrl-C.
         )
         started = time.monotonic()
         next_report = started + min(args.report, 20)
+        oom_at = started + min(30.0, args.report * 1.5)
         while not stopping and (not args.duration or time.monotonic() - started < args.duration):
+            if oom_at and time.monotonic() >= oom_at:
+                oom_at = 0
+                oom_kill_todays_run(url)
             if time.monotonic() >= next_report:
                 for path in sorted(DASHBOARDS_DIR.glob("*.yaml")):
                     dashboard = yaml.safe_load(path.read_text())

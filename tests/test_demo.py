@@ -22,4 +22,6 @@ def test_demo_runs_and_reports_the_dashboards() -> None:
     assert re.search(r"CPU per job\s+\S+=\d", out)
     assert re.findall(r"Active notebooks\s+(\d+)", out)[-1] == "3"
     assert re.search(r"Idle > 24 h holding GPUs\s+1", out)
+    # The pipeline story plays out: today's preprocess step is OOM-killed mid-demo.
+    assert "run-0002/preprocess OOMKilled" in re.findall(r"Failed steps\s+(.*)", out)[-1]
     assert out.rstrip().endswith("demo stopped")
