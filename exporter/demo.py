@@ -52,7 +52,8 @@ def dashboard_report(prom: str, dashboard: dict[str, Any]) -> str:
             subject = "/".join(
                 labels[k] for k in ("namespace", "job_name", "notebook", "run_id", "step") if k in labels
             )
-            extra = "".join(f" {labels[k]}" for k in ("status", "resource", "kind", "reason") if k in labels)
+            shown = ("status", "resource", "reason", "kind") if "run_id" in labels else ("status", "resource", "reason")
+            extra = "".join(f" {labels[k]}" for k in shown if k in labels)
             cells.append(f"{subject}{extra}={float(r['value'][1]):.3g}")
         cells.sort()
         lines.append(f"  {title:26} " + ", ".join(cells[:6]) + (f" (+{len(cells) - 6} more)" if len(cells) > 6 else ""))
