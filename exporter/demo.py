@@ -116,7 +116,7 @@ Stop with Ctrl-C.
         )
         started = time.monotonic()
         next_report = started + min(args.report, 20)
-        oom_at = started + min(30.0, args.report * 1.5)
+        oom_at = started + min(30.0, args.report)
         while not stopping and (not args.duration or time.monotonic() - started < args.duration):
             if oom_at and time.monotonic() >= oom_at:
                 oom_at = 0

@@ -9,7 +9,7 @@ import sys
 
 def test_demo_runs_and_reports_the_dashboards() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "exporter.demo", "--duration", "22", "--report", "10", "--lifecycle", "3"],
+        [sys.executable, "-m", "exporter.demo", "--duration", "32", "--report", "15", "--lifecycle", "3"],
         capture_output=True,
         text=True,
         timeout=120,
