@@ -24,7 +24,7 @@ from exporter.emulator.scenario import (
     training_scenario,
 )
 from exporter.health import HealthRegistry
-from exporter.kube import KubeClient, ResourceKind, load_configuration
+from exporter.kube import KubeAccess, KubeClient, ResourceKind, load_configuration
 from exporter.pack import local as harness
 from exporter.sources.training import PODS, TRAINJOB, V1_KINDS, TrainingSource
 from exporter.store import Store
@@ -186,3 +186,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             logs = "\n".join((tmp / name).read_text()[-3000:] for name in ("exporter.log", "prometheus.log"))
             pytest.fail(f"recording rules produced no data within 90s\n{logs}")
         yield Stack(url, prom, exporter, started, expected, notebooks, pipelines_scenario()[1])
+
+
+class _NoAPI:
+    """A client configuration for sources driven directly in tests: no request is ever made."""
+
+    host = "http://127.0.0.1:1"
+    verify_ssl = True
+    tls_server_name = None
+
+
+def unused_client() -> KubeClient:
+    return KubeClient(KubeAccess(_NoAPI()))
+
+
+def series_values(store: Store, family: str) -> dict[str, float]:
+    """The store's samples of one family: '{labels}' -> value."""
+    out = {}
+    for line in b"".join(store.render()).decode().splitlines():
+        if line.startswith(family + "{"):
+            key, value = line.rsplit(" ", 1)
+            out[key[len(family) :]] = float(value)
+    return out

@@ -8,32 +8,17 @@ import pytest
 
 from exporter.emulator.scenario import notebook, notebook_pod
 from exporter.health import HealthRegistry
-from exporter.kube import KubeAccess, KubeClient
 from exporter.sources import parse_quantity
 from exporter.sources.notebooks import NotebookSource
 from exporter.store import Store
 from exporter.watch import MalformedObject, NamespaceScope, WatchSettings
-
-
-class _NoAPI:
-    host = "http://127.0.0.1:1"
-    verify_ssl = True
-    tls_server_name = None
+from tests.conftest import series_values, unused_client
 
 
 @pytest.fixture
 def source(store: Store, registry: HealthRegistry) -> NotebookSource:
     # Driven directly: the client is never used.
-    return NotebookSource(store, registry, KubeClient(KubeAccess(_NoAPI())), NamespaceScope(), WatchSettings())
-
-
-def lines(store: Store, prefix: str) -> dict[str, float]:
-    out = {}
-    for line in b"".join(store.render()).decode().splitlines():
-        if line.startswith(prefix + "{"):
-            key, value = line.rsplit(" ", 1)
-            out[key[len(prefix) :]] = float(value)
-    return out
+    return NotebookSource(store, registry, unused_client(), NamespaceScope(), WatchSettings())
 
 
 def upsert(source: NotebookSource, obj: dict[str, Any], uid: str = "u1") -> None:
@@ -76,25 +61,25 @@ def test_odh_notebook(source: NotebookSource, store: Store) -> None:
         culler_activity=3600,
     )
     upsert(source, nb)
-    info = lines(store, "ml_notebook_info")
+    info = series_values(store, "ml_notebook_info")
     assert info == {
         '{namespace="team-a",notebook="alice-wb",user="alice",image="odh-minimal-notebook:2024.2",'
         'accelerator="NVIDIA GPU"}': 1
     }
-    assert lines(store, "ml_notebook_status") == {
+    assert series_values(store, "ml_notebook_status") == {
         '{namespace="team-a",notebook="alice-wb",status="running"}': 1,
         '{namespace="team-a",notebook="alice-wb",status="starting"}': 0,
         '{namespace="team-a",notebook="alice-wb",status="stopped"}': 0,
     }
-    requests = lines(store, "ml_notebook_resource_requests")
+    requests = series_values(store, "ml_notebook_resource_requests")
     # The oauth-proxy sidecar's requests count: the pod holds them.
     assert requests['{namespace="team-a",notebook="alice-wb",resource="cpu",unit="core"}'] == pytest.approx(2.1)
     assert requests['{namespace="team-a",notebook="alice-wb",resource="memory",unit="byte"}'] == 8 * 2**30 + 64 * 2**20
     assert requests['{namespace="team-a",notebook="alice-wb",resource="nvidia.com/gpu",unit="integer"}'] == 1
-    limits = lines(store, "ml_notebook_resource_limits")
+    limits = series_values(store, "ml_notebook_resource_limits")
     assert limits['{namespace="team-a",notebook="alice-wb",resource="cpu",unit="core"}'] == pytest.approx(4.1)
-    assert len(lines(store, "ml_notebook_last_activity_timestamp_seconds")) == 1
-    assert len(lines(store, "ml_notebook_start_timestamp_seconds")) == 1
+    assert len(series_values(store, "ml_notebook_last_activity_timestamp_seconds")) == 1
+    assert len(series_values(store, "ml_notebook_start_timestamp_seconds")) == 1
 
 
 def test_plain_kubeflow_notebook_without_annotations(source: NotebookSource, store: Store) -> None:
@@ -108,18 +93,18 @@ def test_plain_kubeflow_notebook_without_annotations(source: NotebookSource, sto
     )
     nb["metadata"]["annotations"] = {}
     upsert(source, nb)
-    assert lines(store, "ml_notebook_info") == {
+    assert series_values(store, "ml_notebook_info") == {
         '{namespace="kubeflow-user",notebook="scipy",user="",image="kubeflownotebookswg/jupyter-scipy:v1.8.0",'
         'accelerator=""}': 1
     }
-    status = lines(store, "ml_notebook_status")
+    status = series_values(store, "ml_notebook_status")
     assert status['{namespace="kubeflow-user",notebook="scipy",status="starting"}'] == 1
     for family in (
         "ml_notebook_last_activity_timestamp_seconds",
         "ml_notebook_stopped_timestamp_seconds",
         "ml_notebook_start_timestamp_seconds",
     ):
-        assert lines(store, family) == {}
+        assert series_values(store, family) == {}
 
 
 @pytest.mark.parametrize(
@@ -133,9 +118,9 @@ def test_plain_kubeflow_notebook_without_annotations(source: NotebookSource, sto
 )
 def test_status_rule(source: NotebookSource, store: Store, kwargs: dict[str, Any], status: str) -> None:
     upsert(source, notebook("ns", "nb", requests={"cpu": "1"}, **kwargs))
-    current = [k for k, v in lines(store, "ml_notebook_status").items() if v == 1]
+    current = [k for k, v in series_values(store, "ml_notebook_status").items() if v == 1]
     assert current == [f'{{namespace="ns",notebook="nb",status="{status}"}}']
-    assert bool(lines(store, "ml_notebook_stopped_timestamp_seconds")) == ("stopped" in kwargs)
+    assert bool(series_values(store, "ml_notebook_stopped_timestamp_seconds")) == ("stopped" in kwargs)
 
 
 def test_malformed_timestamps_drop_only_that_series(source: NotebookSource, store: Store) -> None:
@@ -143,11 +128,11 @@ def test_malformed_timestamps_drop_only_that_series(source: NotebookSource, stor
     nb["metadata"]["annotations"]["notebooks.kubeflow.org/last-activity"] = "yesterday-ish"
     nb["metadata"]["annotations"]["kubeflow-resource-stopped"] = "not-a-time"
     upsert(source, nb)
-    assert lines(store, "ml_notebook_last_activity_timestamp_seconds") == {}
-    assert lines(store, "ml_notebook_stopped_timestamp_seconds") == {}
+    assert series_values(store, "ml_notebook_last_activity_timestamp_seconds") == {}
+    assert series_values(store, "ml_notebook_stopped_timestamp_seconds") == {}
     # The stopped annotation is present, so the notebook is stopped whatever its value.
-    assert lines(store, "ml_notebook_status")['{namespace="ns",notebook="nb",status="stopped"}'] == 1
-    assert len(lines(store, "ml_notebook_info")) == 1
+    assert series_values(store, "ml_notebook_status")['{namespace="ns",notebook="nb",status="stopped"}'] == 1
+    assert len(series_values(store, "ml_notebook_info")) == 1
 
 
 def test_malformed_requests_skip_the_notebook(source: NotebookSource, store: Store) -> None:
@@ -160,12 +145,12 @@ def test_notebook_pod_join(source: NotebookSource, store: Store) -> None:
     pod = notebook_pod("team-a", "alice-wb", node="gpu-node-4", cpu=1, memory=1)
     pod["metadata"]["uid"] = "p1"
     source.upsert_pod(pod)
-    assert lines(store, "ml_workload_pod_info") == {
+    assert series_values(store, "ml_workload_pod_info") == {
         '{namespace="team-a",pod="alice-wb-0",workload_kind="Notebook",workload="alice-wb",node="gpu-node-4",'
         'replica_type=""}': 1
     }
     source.delete_pod("p1")
-    assert lines(store, "ml_workload_pod_info") == {}
+    assert series_values(store, "ml_workload_pod_info") == {}
 
 
 @pytest.mark.parametrize(
@@ -199,7 +184,7 @@ def test_culler_config(source: NotebookSource, store: Store, data: dict[str, str
         "ml_notebook_culling_idle_threshold_seconds",
         "ml_notebook_culling_check_period_seconds",
     ):
-        got = lines(store, family)
+        got = series_values(store, family)
         if family in expected:
             assert got == {'{namespace="opendatahub"}': expected[family]}
         else:

@@ -21,22 +21,15 @@ from exporter.emulator.scenario import (
     pipelines_scenario,
 )
 from exporter.health import HealthRegistry
-from exporter.kube import KubeAccess, KubeClient
 from exporter.sources.pipelines import PipelineSource, failure_reason
 from exporter.store import Store
 from exporter.watch import MalformedObject, NamespaceScope, WatchSettings
-from tests.conftest import ALL_KINDS, FAST, MakeCluster, until
-
-
-class _NoAPI:
-    host = "http://127.0.0.1:1"
-    verify_ssl = True
-    tls_server_name = None
+from tests.conftest import ALL_KINDS, FAST, MakeCluster, series_values, until, unused_client
 
 
 def make_source(store: Store, registry: HealthRegistry, *flags: str) -> PipelineSource:
     options = config.load(list(flags), environ={})
-    return PipelineSource(store, registry, KubeClient(KubeAccess(_NoAPI())), NamespaceScope(), WatchSettings(), options)
+    return PipelineSource(store, registry, unused_client(), NamespaceScope(), WatchSettings(), options)
 
 
 @pytest.fixture
@@ -44,22 +37,13 @@ def source(store: Store, registry: HealthRegistry) -> PipelineSource:
     return make_source(store, registry)
 
 
-def lines(store: Store, prefix: str) -> dict[str, float]:
-    out = {}
-    for line in b"".join(store.render()).decode().splitlines():
-        if line.startswith(prefix + "{"):
-            key, value = line.rsplit(" ", 1)
-            out[key[len(prefix) :]] = float(value)
-    return out
-
-
 def observed(store: Store) -> dict[str, float]:
     """Histogram series with observations (every step also has zero series from its first sight)."""
-    return {k: v for k, v in lines(store, "ml_pipeline_step_duration_seconds_count").items() if v}
+    return {k: v for k, v in series_values(store, "ml_pipeline_step_duration_seconds_count").items() if v}
 
 
 def current(store: Store, family: str) -> set[str]:
-    return {k for k, v in lines(store, family).items() if v == 1}
+    return {k for k, v in series_values(store, family).items() if v == 1}
 
 
 def with_uid(obj: dict[str, Any], uid: str) -> dict[str, Any]:
@@ -75,7 +59,7 @@ def scenario_workflow(name: str) -> dict[str, Any]:
 
 def test_failed_run_with_oom_killed_step_and_omitted_step(source: PipelineSource, store: Store) -> None:
     source.upsert_workflow(with_uid(scenario_workflow("fraud-training-pipeline-abc12"), "w1"))
-    assert lines(store, "ml_pipeline_run_info") == {
+    assert series_values(store, "ml_pipeline_run_info") == {
         '{namespace="team-a",run_id="run-0001",run_name="nightly 2026-12-03",pipeline="fraud-training-pipeline",'
         'engine="argo"}': 1
     }
@@ -89,11 +73,13 @@ def test_failed_run_with_oom_killed_step_and_omitted_step(source: PipelineSource
     assert current(store, "ml_pipeline_step_failure_info") == {
         '{namespace="team-a",run_id="run-0001",step="preprocess",reason="OOMKilled"}'
     }
-    starts = lines(store, "ml_pipeline_step_start_timestamp_seconds")
-    ends = lines(store, "ml_pipeline_step_completion_timestamp_seconds")
+    starts = series_values(store, "ml_pipeline_step_start_timestamp_seconds")
+    ends = series_values(store, "ml_pipeline_step_completion_timestamp_seconds")
     key = '{namespace="team-a",run_id="run-0001",step="preprocess"}'
     assert ends[key] - starts[key] == 2700  # 45 minutes, then OOM
-    assert lines(store, "ml_pipeline_run_node_status_offloaded") == {'{namespace="team-a",run_id="run-0001"}': 0}
+    assert series_values(store, "ml_pipeline_run_node_status_offloaded") == {
+        '{namespace="team-a",run_id="run-0001"}': 0
+    }
 
 
 def test_cached_step_retries_and_running_run(source: PipelineSource, store: Store) -> None:
@@ -104,17 +90,23 @@ def test_cached_step_retries_and_running_run(source: PipelineSource, store: Stor
     assert '{namespace="team-a",run_id="run-0002",step="preprocess",status="running"}' in status
     # Retried: the last attempt decides; attempts are counted.
     assert '{namespace="team-a",run_id="run-0003",step="extract",status="succeeded"}' in status
-    assert lines(store, "ml_pipeline_step_attempts")['{namespace="team-a",run_id="run-0003",step="extract"}'] == 2
-    assert '{namespace="team-a",run_id="run-0002"}' not in lines(store, "ml_pipeline_run_completion_timestamp_seconds")
+    assert (
+        series_values(store, "ml_pipeline_step_attempts")['{namespace="team-a",run_id="run-0003",step="extract"}'] == 2
+    )
+    assert '{namespace="team-a",run_id="run-0002"}' not in series_values(
+        store, "ml_pipeline_run_completion_timestamp_seconds"
+    )
     assert not any('step="preprocess"' in k and "run-0002" in k
-                   for k in lines(store, "ml_pipeline_step_completion_timestamp_seconds"))  # fmt: skip
+                   for k in series_values(store, "ml_pipeline_step_completion_timestamp_seconds"))  # fmt: skip
 
 
 def test_offloaded_node_status_is_marked_not_misreported(source: PipelineSource, store: Store) -> None:
     source.upsert_workflow(with_uid(scenario_workflow("big-pipeline-zz9yy"), "w4"))
-    assert lines(store, "ml_pipeline_run_node_status_offloaded") == {'{namespace="team-b",run_id="run-0004"}': 1}
+    assert series_values(store, "ml_pipeline_run_node_status_offloaded") == {
+        '{namespace="team-b",run_id="run-0004"}': 1
+    }
     assert current(store, "ml_pipeline_run_status") == {'{namespace="team-b",run_id="run-0004",status="running"}'}
-    assert lines(store, "ml_pipeline_step_status") == {}
+    assert series_values(store, "ml_pipeline_step_status") == {}
 
 
 def test_histogram_observes_each_finished_attempt_once(source: PipelineSource, store: Store) -> None:
@@ -122,17 +114,17 @@ def test_histogram_observes_each_finished_attempt_once(source: PipelineSource, s
     source.upsert_workflow(with_uid(before, "w2"))
     assert observed(store) == {}  # nothing finished since start
     # ... but the running step's outcomes exist at zero, so its first end is an increase.
-    assert len(lines(store, "ml_pipeline_step_duration_seconds_count")) == 3
+    assert len(series_values(store, "ml_pipeline_step_duration_seconds_count")) == 3
     after = with_uid(oom_kill_running_preprocess(), "w2")
     for _ in range(3):  # the same state again: a relist, a watch restart, a MODIFIED with no change
         source.upsert_workflow(copy.deepcopy(after))
     counts = observed(store)
     assert counts == {'{namespace="team-a",pipeline="fraud-training-pipeline",step="preprocess",status="failed"}': 1}
-    buckets = lines(store, "ml_pipeline_step_duration_seconds_bucket")
+    buckets = series_values(store, "ml_pipeline_step_duration_seconds_bucket")
     labels = 'namespace="team-a",pipeline="fraud-training-pipeline",step="preprocess",status="failed"'
     assert buckets[f'{{{labels},le="600"}}'] == 0 and buckets[f'{{{labels},le="1200"}}'] == 1
     assert buckets[f'{{{labels},le="+Inf"}}'] == 1
-    total = lines(store, "ml_pipeline_step_duration_seconds_sum")[f"{{{labels}}}"]
+    total = series_values(store, "ml_pipeline_step_duration_seconds_sum")[f"{{{labels}}}"]
     assert total == pytest.approx(880, abs=2)
 
 
@@ -147,15 +139,15 @@ def test_retention_drops_finished_runs_and_keeps_the_histogram(store: Store, reg
     source.started_at = time.time() - 10_000  # as if the exporter had watched these runs finish
     source.upsert_workflow(with_uid(scenario_workflow("fraud-training-pipeline-abc12"), "w1"))  # finished 580 s ago
     source.upsert_workflow(with_uid(scenario_workflow("fraud-training-pipeline-def34"), "w2"))  # running
-    runs = lines(store, "ml_pipeline_run_info")
+    runs = series_values(store, "ml_pipeline_run_info")
     assert len(runs) == 1 and "run-0002" in next(iter(runs))  # expired on arrival
     histogram = observed(store)
     assert len(histogram) == 2  # load-data and preprocess of run-0001 were observed and stay
     source.upsert_workflow(with_uid(oom_kill_running_preprocess(), "w2"))  # finishes now
-    assert len(lines(store, "ml_pipeline_run_info")) == 1
+    assert len(series_values(store, "ml_pipeline_run_info")) == 1
     source.runs["w2"].finished = time.time() - 120
     assert source.expire() == 1
-    assert lines(store, "ml_pipeline_run_info") == {} and lines(store, "ml_pipeline_step_status") == {}
+    assert series_values(store, "ml_pipeline_run_info") == {} and series_values(store, "ml_pipeline_step_status") == {}
     counts = observed(store)
     assert counts['{namespace="team-a",pipeline="fraud-training-pipeline",step="preprocess",status="failed"}'] == 2
 
@@ -164,13 +156,13 @@ def test_step_pods_join_to_run_and_step(source: PipelineSource, store: Store) ->
     objs, _ = pipelines_scenario()
     pod = next(o for k, o in objs if k.kind == "Pod")
     source.upsert_pod(with_uid(pod, "p1"))
-    assert lines(store, "ml_workload_pod_info") == {}  # its Workflow is not known yet
+    assert series_values(store, "ml_workload_pod_info") == {}  # its Workflow is not known yet
     source.upsert_workflow(with_uid(scenario_workflow("fraud-training-pipeline-def34"), "w2"))
-    (key,) = lines(store, "ml_workload_pod_info")
+    (key,) = series_values(store, "ml_workload_pod_info")
     assert 'workload_kind="PipelineRun",workload="run-0002"' in key and 'replica_type="preprocess"' in key
     source.delete_run("w2")
     source.upsert_pod(with_uid(pod, "p1"))
-    assert lines(store, "ml_workload_pod_info") == {}
+    assert series_values(store, "ml_workload_pod_info") == {}
 
 
 @pytest.mark.parametrize(
@@ -191,18 +183,23 @@ def test_tekton_pipelinerun(source: PipelineSource, store: Store, condition: dic
                       "conditions": [condition] if condition else []}}  # fmt: skip
     source.upsert_pipelinerun(obj)
     assert current(store, "ml_pipeline_run_status") == {f'{{namespace="ns",run_id="t1",status="{status}"}}'}
-    assert 'pipeline="etl",engine="tekton"' in next(iter(lines(store, "ml_pipeline_run_info")))
-    assert bool(lines(store, "ml_pipeline_run_completion_timestamp_seconds")) == (status in ("succeeded", "failed"))
+    assert 'pipeline="etl",engine="tekton"' in next(iter(series_values(store, "ml_pipeline_run_info")))
+    assert bool(series_values(store, "ml_pipeline_run_completion_timestamp_seconds")) == (
+        status in ("succeeded", "failed")
+    )
 
 
 def test_pipeline_server_readiness(source: PipelineSource, store: Store) -> None:
     objs, _ = pipelines_scenario()
     for i, obj in enumerate(o for k, o in objs if k.kind == "DataSciencePipelinesApplication"):
         source.upsert_dspa(with_uid(obj, f"d{i}"))
-    assert lines(store, "ml_pipeline_server_ready") == {'{namespace="team-a",dspa="dspa"}': 1,
+    assert series_values(store, "ml_pipeline_server_ready") == {'{namespace="team-a",dspa="dspa"}': 1,
                                                         '{namespace="team-b",dspa="dspa"}': 0}  # fmt: skip
     assert (
-        lines(store, "ml_pipeline_server_condition")['{namespace="team-b",dspa="dspa",condition="APIServerReady"}'] == 0
+        series_values(store, "ml_pipeline_server_condition")[
+            '{namespace="team-b",dspa="dspa",condition="APIServerReady"}'
+        ]
+        == 0
     )
 
 
