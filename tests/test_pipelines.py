@@ -253,3 +253,11 @@ async def test_histogram_survives_a_relist_through_the_api(make_cluster: MakeClu
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await client.close()
+
+
+def test_resubmitted_run_has_no_stale_completion(source: PipelineSource, store: Store) -> None:
+    obj = with_uid(scenario_workflow("fraud-training-pipeline-abc12"), "w1")
+    obj["status"]["phase"] = "Running"  # resubmitted: Argo keeps the old finishedAt for a while
+    source.upsert_workflow(obj)
+    assert series_values(store, "ml_pipeline_run_completion_timestamp_seconds") == {}
+    assert current(store, "ml_pipeline_run_status") == {'{namespace="team-a",run_id="run-0001",status="running"}'}

@@ -178,6 +178,13 @@ class Histogram:
         self.family, self.buckets = family, buckets
         self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
 
+    def ensure(self, labels: tuple[str, ...]) -> bool:
+        """Create the label set at zero; True when it is new."""
+        if labels in self.series:
+            return False
+        self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
+        return True
+
     def observe(self, labels: tuple[str, ...], value: float) -> None:
         counts, total = self.series.setdefault(labels, ([0] * (len(self.buckets) + 1), [0.0]))
         for i, bound in enumerate(self.buckets):
@@ -241,12 +248,14 @@ class PipelineSource(WatchSource):
             raise MalformedObject("bad_nodes")
         offloaded = bool(status.get("offloadNodeStatusVersion"))
         attempts = workflow_attempts(nodes)
+        state = ARGO_PHASE.get(str(status.get("phase") or "Pending"), "pending")
+        # A resubmitted run can carry its old finishedAt while it runs again.
+        finished = parse_time(status.get("finishedAt")) if state in ("succeeded", "failed", "error") else None
         run = RunState(
-            namespace, name, str(labels.get(RUN_ID_LABEL) or uid), pipeline_name(metadata, labels),
-            parse_time(status.get("finishedAt")), steps_of(attempts),
+            namespace, name, str(labels.get(RUN_ID_LABEL) or uid), pipeline_name(metadata, labels), finished,
+            steps_of(attempts),
         )  # fmt: skip
         self._observe(uid, run, attempts)
-        state = ARGO_PHASE.get(str(status.get("phase") or "Pending"), "pending")
         extra: dict[Family, str] = {}
         resources = status.get("resourcesDuration") or {}
         if isinstance(resources, dict):
@@ -288,8 +297,7 @@ class PipelineSource(WatchSource):
             # sees the step's first end instead of a series born at 1.
             for status in ("succeeded", "failed", "error"):
                 labels = (run.namespace, run.pipeline, step, status)
-                if labels not in self.histogram.series:
-                    self.histogram.series[labels] = ([0] * (len(BUCKETS) + 1), [0.0])
+                if self.histogram.ensure(labels):
                     self._render_histogram(labels)
         for attempt in attempts:
             if attempt.node_id in seen or attempt.finished is None or attempt.status in ("pending", "running"):
