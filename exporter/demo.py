@@ -68,6 +68,12 @@ def oom_kill_todays_run(api: str) -> None:
     request = urllib.request.Request(api + path, data=body, method="PUT", headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10):
         pass
+    pod = f"/api/v1/namespaces/team-a/pods/{scenario.running_preprocess_pod()}"
+    patch = json.dumps({"status": {"phase": "Failed", "reason": "OOMKilled"}}).encode()
+    request = urllib.request.Request(api + pod, data=patch, method="PATCH",
+                                     headers={"Content-Type": "application/merge-patch+json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10):
+        pass
     print("(today's pipeline run: preprocess was just OOM-killed)", flush=True)
 
 
