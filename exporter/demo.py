@@ -41,7 +41,7 @@ def dashboard_report(prom: str, dashboard: dict[str, Any]) -> str:
         title = panels[q.panel]["spec"]["display"]["name"]
         result = stack.query(prom, stack.fill_variables(q.promql, values))
         if not result:
-            lines.append(f"  {title:26} (no data yet)")
+            lines.append(f"  {title:26} (no data now)")
             continue
         if len(result) == 1 and not result[0]["metric"]:
             lines.append(f"  {title:26} {float(result[0]['value'][1]):g}")

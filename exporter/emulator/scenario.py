@@ -924,5 +924,5 @@ def running_preprocess_pod() -> str:
     """The name of today's preprocess pod (the one the OOM kills)."""
     objs, _ = pipelines_scenario()
     return next(
-        o["metadata"]["name"] for k, o in objs if k is t.PODS and o["metadata"]["labels"].get(RUN_ID) == "run-0002"
+        str(o["metadata"]["name"]) for k, o in objs if k is t.PODS and o["metadata"]["labels"].get(RUN_ID) == "run-0002"
     )
