@@ -279,3 +279,20 @@ async def test_rotated_exec_plugin_token_is_fetched_again(
         await until(lambda: "after" in jobs_in(store), timeout=15, what="watch with the new token")
         resource = next(r for r in registry.sources[0].resources if r.resource == "pytorchjobs.kubeflow.org")
         assert resource.errors["401"] <= 1  # at most the one request that raced the rotation
+
+
+async def test_crd_removed_at_runtime_drops_its_objects_and_comes_back(
+    make_cluster: MakeCluster, store: Store, registry: HealthRegistry
+) -> None:
+    cluster = await make_cluster(ALL_KINDS)
+    cluster.api.apply(TRAINJOB, {"metadata": {"name": "tj", "namespace": "team-a"}, "spec": {}, "status": {}})
+    cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", "stays", "pending"))
+    async with training(cluster, store, registry):
+        await until(lambda: jobs_in(store) == {"tj", "stays"}, what="first sync")
+        trainjobs = next(r for r in registry.sources[0].resources if r.resource == "trainjobs.trainer.kubeflow.org")
+        cluster.api.uninstall(TRAINJOB)
+        cluster.api.close_watches()
+        await until(lambda: not trainjobs.installed, what="CRD gone")
+        assert jobs_in(store) == {"stays"} and registry.ready and registry.sources[0].up
+        cluster.api.install(TRAINJOB)
+        await until(lambda: jobs_in(store) == {"tj", "stays"}, what="CRD back")
