@@ -251,6 +251,46 @@ PIPELINE_SERVER_CONDITION = Family(
     "pipelines",
 )
 
+ISVC = ("namespace", "inference_service")
+INFERENCE_SERVICE_INFO = Family(
+    "ml_inference_service_info",
+    "gauge",
+    "One series per KServe InferenceService; value 1.",
+    (*ISVC, "runtime", "model_format", "deployment_mode"),
+    "serving",
+)
+INFERENCE_SERVICE_READY = Family(
+    "ml_inference_service_ready", "gauge", "1 when the InferenceService's Ready condition is True.", ISVC, "serving"
+)
+INFERENCE_SERVICE_CONDITION = Family(
+    "ml_inference_service_condition",
+    "gauge",
+    "Each condition of the InferenceService (Ready, PredictorReady, IngressReady, ...): 1 when True.",
+    (*ISVC, "condition"),
+    "serving",
+)
+INFERENCE_SERVICE_MODEL_STATE = Family(
+    "ml_inference_service_model_state",
+    "gauge",
+    "State-set of status.modelStatus.states.activeModelState: pending, standby, loading, loaded, failed_to_load.",
+    (*ISVC, "state"),
+    "serving",
+)
+INFERENCE_SERVICE_REVISION = Family(
+    "ml_inference_service_latest_ready_revision_info",
+    "gauge",
+    "The latest ready revision of each component (serverless deployments); value 1.",
+    (*ISVC, "component", "revision"),
+    "serving",
+)
+MODEL_POD_INFO = Family(
+    "ml_model_pod_info",
+    "gauge",
+    "Join table: a model-server pod, its InferenceService, component and model version; value 1.",
+    ("namespace", "pod", "inference_service", "component", "version"),
+    "serving",
+)
+
 BUILD_INFO = Family(
     "ml_exporter_build_info",
     "gauge",
@@ -362,6 +402,12 @@ FAMILIES: tuple[Family, ...] = (
     PIPELINE_STEP_DURATION,
     PIPELINE_SERVER_READY,
     PIPELINE_SERVER_CONDITION,
+    INFERENCE_SERVICE_INFO,
+    INFERENCE_SERVICE_READY,
+    INFERENCE_SERVICE_CONDITION,
+    INFERENCE_SERVICE_MODEL_STATE,
+    INFERENCE_SERVICE_REVISION,
+    MODEL_POD_INFO,
     WORKLOAD_POD_INFO,
     BUILD_INFO,
     SOURCE_UP,

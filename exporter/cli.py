@@ -17,6 +17,7 @@ from exporter.server import make_app
 from exporter.sources import WatchSource
 from exporter.sources.notebooks import NotebookSource
 from exporter.sources.pipelines import PipelineSource
+from exporter.sources.serving import ServingSource
 from exporter.sources.training import TrainingSource
 from exporter.store import Store
 from exporter.watch import NAMESPACES, NamespaceScope, Reflector, WatchSettings
@@ -27,6 +28,7 @@ SOURCES: dict[str, type[WatchSource]] = {
     "training": TrainingSource,
     "notebooks": NotebookSource,
     "pipelines": PipelineSource,
+    "serving": ServingSource,
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 ROLES = ("cluster", "node")
-CLUSTER_SOURCES = ("training", "notebooks", "pipelines")
+CLUSTER_SOURCES = ("training", "notebooks", "pipelines", "serving")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _LABEL_KEY = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
@@ -187,6 +187,12 @@ OPTIONS = (
         "86400",
         "seconds a finished run's per-run and per-step series are kept (the duration histogram keeps history)",
     ),
+    Option(
+        "serving.version-label",
+        str,
+        "serving.kserve.io/model-version",
+        "pod (or InferenceService) label whose value is the model version; else the Knative revision",
+    ),
     Option("log.level", _choice(LOG_LEVELS), "info", "log level"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -212,6 +218,7 @@ class Config:
     notebooks_probe_timeout: float
     notebooks_probe_concurrency: int
     pipelines_retention: float
+    serving_version_label: str
     log_level: str
 
 

@@ -15,6 +15,7 @@ GROUP_TITLES = {
     "training": "Training jobs",
     "notebooks": "Notebooks (workbenches)",
     "pipelines": "Pipelines",
+    "serving": "Model serving",
     "workloads": "Workload joins",
     "exporter": "Exporter health",
 }
@@ -88,7 +89,22 @@ def configuration_doc() -> str:
 
 
 CONFIGURATION_DOC = DOCS_DIR / "configuration.md"
-ARTEFACTS = {METRICS_DOC: metrics_doc, PROMETHEUS_RULE: prometheus_rule, CONFIGURATION_DOC: configuration_doc}
+SERVING_RULES = RULES_DIR / "serving.rules.yaml"
+
+
+def serving_rules() -> str:
+    from exporter.pack import serving_rules as generator
+
+    return generator.rules_file()
+
+
+# Order matters: the PrometheusRule is built from the rule files, the serving rules among them.
+ARTEFACTS = {
+    SERVING_RULES: serving_rules,
+    METRICS_DOC: metrics_doc,
+    PROMETHEUS_RULE: prometheus_rule,
+    CONFIGURATION_DOC: configuration_doc,
+}
 
 
 def write() -> list[Path]:
