@@ -19,8 +19,10 @@ from exporter.emulator.scenario import (
     Expected,
     NotebookExpected,
     PipelineExpected,
+    ServingExpected,
     notebooks_scenario,
     pipelines_scenario,
+    serving_scenario,
     training_scenario,
 )
 from exporter.health import HealthRegistry
@@ -153,6 +155,7 @@ class Stack:
     expected: Expected
     notebooks: NotebookExpected
     pipelines: PipelineExpected
+    serving: ServingExpected
 
 
 @pytest.fixture(scope="session")
@@ -185,7 +188,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         else:
             logs = "\n".join((tmp / name).read_text()[-3000:] for name in ("exporter.log", "prometheus.log"))
             pytest.fail(f"recording rules produced no data within 90s\n{logs}")
-        yield Stack(url, prom, exporter, started, expected, notebooks, pipelines_scenario()[1])
+        yield Stack(url, prom, exporter, started, expected, notebooks, pipelines_scenario()[1], serving_scenario()[1])
 
 
 class _NoAPI:

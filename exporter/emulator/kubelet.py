@@ -119,6 +119,45 @@ def dcgm(api: ApiServer) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _histogram(name: str, labels: str, bounds: tuple[float, ...], low: float, count: float) -> list[str]:
+    """A histogram whose every observation lies in the bucket above `low`."""
+    out = [f'{name}_bucket{{{labels},le="{b:g}"}} {0 if b <= low else count:.3f}' for b in bounds]
+    upper = min(b for b in bounds if b > low)
+    out += [f'{name}_bucket{{{labels},le="+Inf"}} {count:.3f}', f"{name}_count{{{labels}}} {count:.3f}",
+            f"{name}_sum{{{labels}}} {count * (low + upper) / 2:.3f}"]  # fmt: skip
+    return out
+
+
+def model_servers(api: ApiServer, now: float) -> str:
+    """vLLM- and prometheus_client-shaped model-server metrics of the pods that simulate one.
+
+    All series carry namespace and pod, as a PodMonitor's target labels would add them."""
+    lines: list[str] = []
+    for pod in _running_pods(api):
+        meta = pod["metadata"]
+        notes = meta.get("annotations", {})
+        kind = notes.get(SIM + "model-server")
+        if not kind:
+            continue
+        started = parse_time(pod["status"].get("startTime")) or now
+        n = float(notes[SIM + "requests-per-s"]) * max(now - started, 0.0)
+        err = float(notes[SIM + "error-ratio"])
+        base = f'namespace="{meta["namespace"]}",pod="{meta["name"]}"'
+        if kind == "vllm":
+            v = f'{base},model_name="granite",engine="0"'
+            lines += [f'vllm:request_success_total{{{v},finished_reason="stop"}} {n * (1 - err):.3f}',
+                      f'vllm:request_success_total{{{v},finished_reason="abort"}} {n * err:.3f}']  # fmt: skip
+            lines += _histogram("vllm:e2e_request_latency_seconds", v, (0.3, 1, 2.5, 5, 10), 1, n)
+            lines += _histogram("vllm:time_to_first_token_seconds", v, (0.01, 0.1, 0.5, 1), 0.1, n)
+            lines += [f"vllm:generation_tokens_total{{{v}}} {50 * n:.3f}", f"vllm:num_requests_running{{{v}}} 4",
+                      f"vllm:num_requests_waiting{{{v}}} 1", f"vllm:kv_cache_usage_perc{{{v}}} 0.3"]  # fmt: skip
+        else:
+            p = f'{base},model="{notes[SIM + "model"]}",version="{notes[SIM + "version"]}"'
+            lines += [f"model_requests_total{{{p}}} {n:.3f}", f"model_request_errors_total{{{p}}} {n * err:.3f}"]
+            lines += _histogram("model_request_duration_seconds", p, (0.005, 0.01, 0.05, 0.1), 0.01, n)
+    return "\n".join(lines) + "\n"
+
+
 def add_routes(app: web.Application, api: ApiServer) -> None:
     async def serve_cadvisor(_: web.Request) -> web.Response:
         return web.Response(text=cadvisor(api, time.time()))
@@ -137,3 +176,8 @@ def add_routes(app: web.Application, api: ApiServer) -> None:
         return web.Response(text=kube_state_metrics(api))
 
     app.router.add_get("/metrics/kube-state-metrics", serve_ksm)
+
+    async def serve_model_servers(_: web.Request) -> web.Response:
+        return web.Response(text=model_servers(api, time.time()))
+
+    app.router.add_get("/metrics/model-servers", serve_model_servers)

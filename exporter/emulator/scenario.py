@@ -926,3 +926,92 @@ def running_preprocess_pod() -> str:
     return next(
         str(o["metadata"]["name"]) for k, o in objs if k is t.PODS and o["metadata"]["labels"].get(RUN_ID) == "run-0002"
     )
+
+
+ISVC_KIND = ResourceKind("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
+KINDS["InferenceService"] = ISVC_KIND
+
+
+def inference_service(ns: str, name: str, *, model_format: str, runtime: str, mode: str, ready: bool,
+                      model_state: str = "Loaded", version: str = "", revision: str = "") -> dict[str, Any]:  # fmt: skip
+    conditions = [
+        {"type": t_, "status": "True" if ready else "False"} for t_ in ("PredictorReady", "IngressReady", "Ready")
+    ]
+    status: dict[str, Any] = {"conditions": conditions, "deploymentMode": mode,
+                              "modelStatus": {"states": {"activeModelState": model_state, "targetModelState": "Loaded"},
+                                              "transitionStatus": "UpToDate" if ready else "BlockedByFailedLoad"}}  # fmt: skip
+    if revision:
+        status["components"] = {"predictor": {"latestReadyRevision": revision}}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": ns,
+        "annotations": {"serving.kserve.io/deploymentMode": mode},
+    }
+    if version:
+        metadata["labels"] = {"serving.kserve.io/model-version": version}
+    return {"metadata": metadata,
+            "spec": {"predictor": {"model": {"modelFormat": {"name": model_format}, "runtime": runtime}}},
+            "status": status}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServingExpected:
+    requests: dict[tuple[str, str], float]  # (model, version) -> requests/s
+    error_ratio: dict[tuple[str, str], float]
+    latency: dict[tuple[str, str], tuple[float, float, float]]  # p50, p95, p99 seconds
+    ready_models: float
+
+
+def serving_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], ServingExpected]:
+    """A vLLM InferenceService, a prometheus_client app, and an InferenceService whose model failed to load."""
+    llm = inference_service(
+        "team-a",
+        "llm-chat",
+        model_format="vLLM",
+        runtime="vllm-runtime",
+        mode="RawDeployment",
+        ready=True,
+        version="granite-3.1",
+    )
+    failed = inference_service(
+        "team-a",
+        "fraud-detector",
+        model_format="onnx",
+        runtime="ovms",
+        mode="Serverless",
+        ready=False,
+        model_state="FailedToLoad",
+        revision="fraud-detector-predictor-00002",
+    )
+    llm_pod = pod(
+        "team-a",
+        "llm-chat-predictor-6d8f9",
+        {"serving.kserve.io/inferenceservice": "llm-chat", "component": "predictor"},
+        node="gpu-node-6",
+        cpu=3.0,
+        memory=20 * GIB,
+        gpus="GPU-0a1b2c3d-0201=0.7@nvml",
+        started=600,
+    )
+    llm_pod["metadata"]["annotations"].update(
+        {SIM + "model-server": "vllm", SIM + "requests-per-s": "10", SIM + "error-ratio": "0.02"}
+    )
+    app_pod = pod("team-b", "recsys-7c5d4", {"app": "recsys"}, node="cpu-node-2", cpu=0.5, memory=GIB, started=600)
+    app_pod["metadata"]["annotations"].update(
+        {
+            SIM + "model-server": "prometheus_client",
+            SIM + "requests-per-s": "20",
+            SIM + "error-ratio": "0.01",
+            SIM + "model": "recsys",
+            SIM + "version": "7",
+        }
+    )
+    objs = [(ISVC_KIND, llm), (ISVC_KIND, failed), (t.PODS, llm_pod), (t.PODS, app_pod)]
+    expected = ServingExpected(
+        requests={("llm-chat", "granite-3.1"): 10, ("recsys", "7"): 20},
+        error_ratio={("llm-chat", "granite-3.1"): 0.02, ("recsys", "7"): 0.01},
+        # All vLLM requests take 1-2.5 s, all recsys requests 10-50 ms: bucket interpolation gives these.
+        latency={("llm-chat", "granite-3.1"): (1.75, 2.425, 2.485), ("recsys", "7"): (0.03, 0.048, 0.0496)},
+        ready_models=1,
+    )
+    return objs, expected

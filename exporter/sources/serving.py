@@ -54,7 +54,8 @@ class ServingSource(WatchSource):
             frameworks = [k for k, v in predictor.items() if isinstance(v, dict) and k not in ("model", "containers")]
             model_format = frameworks[0] if frameworks else ""
         annotations = metadata.get("annotations") or {}
-        mode = str(annotations.get(DEPLOYMENT_MODE_ANNOTATION) or "Serverless")
+        # The annotation, else what KServe (>= 0.16) reports; Serverless/RawDeployment are now Knative/Standard.
+        mode = str(annotations.get(DEPLOYMENT_MODE_ANNOTATION) or status.get("deploymentMode") or "")
         conditions = conditions_of(status)
         ready = any(cond.get("type") == "Ready" and cond.get("status") == "True" for cond in conditions)
         key = (namespace, name)
