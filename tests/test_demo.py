@@ -24,4 +24,5 @@ def test_demo_runs_and_reports_the_dashboards() -> None:
     assert re.search(r"Idle > 24 h holding GPUs\s+1", out)
     # The pipeline story plays out: today's preprocess step is OOM-killed mid-demo.
     assert "run-0002/preprocess OOMKilled" in re.findall(r"Failed steps\s+(.*)", out)[-1]
+    assert re.findall(r"Ready models\s+(\d+)", out)[-1] == "1"
     assert out.rstrip().endswith("demo stopped")
