@@ -9,25 +9,18 @@ import pytest
 from exporter.emulator.apiserver import now_rfc3339
 from exporter.emulator.scenario import kubeflow_pod, pod, v1_job
 from exporter.health import HealthRegistry
-from exporter.kube import KubeClient, load_configuration
 from exporter.sources import training as t
 from exporter.store import Store
 from exporter.watch import MalformedObject, NamespaceScope, WatchSettings
+from tests.conftest import unused_client
 
 PYTORCH = t.V1_KINDS[0]
 
 
 @pytest.fixture
-def source(store: Store, registry: HealthRegistry, tmp_path: Any) -> t.TrainingSource:
+def source(store: Store, registry: HealthRegistry) -> t.TrainingSource:
     # The source is driven directly here; its client is never used.
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        '{"apiVersion":"v1","kind":"Config","current-context":"c","clusters":[{"name":"c",'
-        '"cluster":{"server":"http://127.0.0.1:1"}}],"contexts":[{"name":"c","context":'
-        '{"cluster":"c","user":"u"}}],"users":[{"name":"u","user":{}}]}'
-    )
-    client = KubeClient(load_configuration(str(kubeconfig)))
-    return t.TrainingSource(store, registry, client, NamespaceScope(), WatchSettings())
+    return t.TrainingSource(store, registry, unused_client(), NamespaceScope(), WatchSettings())
 
 
 def with_uid(obj: dict[str, Any], uid: str) -> dict[str, Any]:
