@@ -291,6 +291,35 @@ MODEL_POD_INFO = Family(
     "serving",
 )
 
+PLATFORM_READY = Family(
+    "ml_platform_ready",
+    "gauge",
+    "1 when the platform object is ready (DataScienceCluster: Ready condition; DSCInitialization: phase Ready).",
+    ("kind", "name"),
+    "platform",
+)
+PLATFORM_COMPONENT_INFO = Family(
+    "ml_platform_component_info",
+    "gauge",
+    "Each component of the DataScienceCluster and its management state (Managed, Removed, Unmanaged); value 1.",
+    ("component", "management_state"),
+    "platform",
+)
+PLATFORM_COMPONENT_READY = Family(
+    "ml_platform_component_ready",
+    "gauge",
+    "1 when a managed component's <Component>Ready condition is True (absent for removed components).",
+    ("component",),
+    "platform",
+)
+PLATFORM_INFO = Family(
+    "ml_platform_info",
+    "gauge",
+    "The DSCInitialization's applications namespace and monitoring state; value 1.",
+    ("name", "applications_namespace", "monitoring"),
+    "platform",
+)
+
 BUILD_INFO = Family(
     "ml_exporter_build_info",
     "gauge",
@@ -408,6 +437,10 @@ FAMILIES: tuple[Family, ...] = (
     INFERENCE_SERVICE_MODEL_STATE,
     INFERENCE_SERVICE_REVISION,
     MODEL_POD_INFO,
+    PLATFORM_READY,
+    PLATFORM_COMPONENT_INFO,
+    PLATFORM_COMPONENT_READY,
+    PLATFORM_INFO,
     WORKLOAD_POD_INFO,
     BUILD_INFO,
     SOURCE_UP,

@@ -17,6 +17,7 @@ from exporter.server import make_app
 from exporter.sources import WatchSource
 from exporter.sources.notebooks import NotebookSource
 from exporter.sources.pipelines import PipelineSource
+from exporter.sources.platform import PlatformSource
 from exporter.sources.serving import ServingSource
 from exporter.sources.training import TrainingSource
 from exporter.store import Store
@@ -29,6 +30,7 @@ SOURCES: dict[str, type[WatchSource]] = {
     "notebooks": NotebookSource,
     "pipelines": PipelineSource,
     "serving": ServingSource,
+    "platform": PlatformSource,
 }
 
 

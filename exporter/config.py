@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 ROLES = ("cluster", "node")
-CLUSTER_SOURCES = ("training", "notebooks", "pipelines", "serving")
+CLUSTER_SOURCES = ("training", "notebooks", "pipelines", "serving", "platform")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _LABEL_KEY = r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"

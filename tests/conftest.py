@@ -19,9 +19,11 @@ from exporter.emulator.scenario import (
     Expected,
     NotebookExpected,
     PipelineExpected,
+    PlatformExpected,
     ServingExpected,
     notebooks_scenario,
     pipelines_scenario,
+    platform_scenario,
     serving_scenario,
     training_scenario,
 )
@@ -156,6 +158,7 @@ class Stack:
     notebooks: NotebookExpected
     pipelines: PipelineExpected
     serving: ServingExpected
+    platform: PlatformExpected
 
 
 @pytest.fixture(scope="session")
@@ -188,7 +191,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         else:
             logs = "\n".join((tmp / name).read_text()[-3000:] for name in ("exporter.log", "prometheus.log"))
             pytest.fail(f"recording rules produced no data within 90s\n{logs}")
-        yield Stack(url, prom, exporter, started, expected, notebooks, pipelines_scenario()[1], serving_scenario()[1])
+        yield Stack(url, prom, exporter, started, expected, notebooks, pipelines_scenario()[1], serving_scenario()[1],
+                    platform_scenario()[1])  # fmt: skip
 
 
 class _NoAPI:

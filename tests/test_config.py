@@ -16,7 +16,7 @@ def test_defaults() -> None:
     assert cfg.role == "cluster"
     assert cfg.web_listen_address == ("0.0.0.0", 9835)
     assert cfg.web_telemetry_path == "/metrics"
-    assert cfg.sources == ("training", "notebooks", "pipelines", "serving")
+    assert cfg.sources == ("training", "notebooks", "pipelines", "serving", "platform")
     assert cfg.notebooks_probe is False
     assert cfg.namespaces is None and cfg.namespace_selector is None
 

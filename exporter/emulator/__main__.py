@@ -23,6 +23,8 @@ async def serve(args: argparse.Namespace) -> None:
         objs += scenario.pipelines_scenario()[0]
     if args.scenario in ("default", "serving"):
         objs += scenario.serving_scenario()[0]
+    if args.scenario in ("default", "platform"):
+        objs += scenario.platform_scenario()[0]
     kinds = {kind for kind, _ in objs} | set(scenario.KINDS.values())
     api = ApiServer(kinds, token=args.token or None, bookmark_interval=args.bookmark_interval)
     scenario.load(api, objs)
@@ -55,7 +57,9 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument(
-        "--scenario", choices=("default", "training", "notebooks", "pipelines", "serving", "empty"), default="default"
+        "--scenario",
+        choices=("default", "training", "notebooks", "pipelines", "serving", "platform", "empty"),
+        default="default",
     )
     parser.add_argument("--kubeconfig-out", help="write a kubeconfig for the emulator here")
     parser.add_argument("--token", default="", help="require this bearer token")

@@ -107,6 +107,7 @@ class ApiServer:
         bookmark_interval: float = 5.0,
     ) -> None:
         self.token = token
+        self.started = time.time()
         self.history_limit = history
         self.bookmark_interval = bookmark_interval
         self.resource_version = 1

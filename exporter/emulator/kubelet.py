@@ -74,8 +74,40 @@ def cadvisor(api: ApiServer, now: float) -> str:
 
 
 def kube_state_metrics(api: ApiServer) -> str:
-    """kube-state-metrics' container limits of the emulated pods."""
-    lines = ["# TYPE kube_pod_container_resource_limits gauge"]
+    """kube-state-metrics as it would describe the emulated nodes, pods and Deployments.
+
+    Pod requests are the pods' simulated usage (CPU, memory, one GPU per simulated device)."""
+    lines = []
+    for node in api.objects(KINDS["Node"]):
+        name = node["metadata"]["name"]
+        for resource, quantity in node["status"]["allocatable"].items():
+            unit = {"cpu": "core", "memory": "byte"}.get(resource, "integer")
+            lines.append(f'kube_node_status_allocatable{{node="{name}",resource="{resource}",unit="{unit}"}} '
+                         f"{parse_quantity(quantity)}")  # fmt: skip
+        for cond in node["status"]["conditions"]:
+            for status in ("true", "false", "unknown"):
+                value = 1 if cond["status"].lower() == status else 0
+                lines.append(
+                    f'kube_node_status_condition{{node="{name}",condition="{cond["type"]}",status="{status}"}} {value}'
+                )
+    for pod in api.objects(KINDS["Pod"]):
+        meta, phase = pod["metadata"], (pod.get("status") or {}).get("phase", "Pending")
+        ident = f'namespace="{meta["namespace"]}",pod="{meta["name"]}"'
+        for p in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
+            lines.append(f'kube_pod_status_phase{{{ident},phase="{p}"}} {1 if p == phase else 0}')
+        notes = meta.get("annotations", {})
+        node_name = pod["spec"].get("nodeName", "")
+        requests = {"cpu": notes.get(SIM + "cpu-cores"), "memory": notes.get(SIM + "memory-bytes"),
+                    "nvidia.com/gpu": len(_gpus(pod)) or None}  # fmt: skip
+        for resource, value in requests.items():
+            if value:
+                unit = {"cpu": "core", "memory": "byte"}.get(resource, "integer")
+                lines.append(f'kube_pod_container_resource_requests{{{ident},container="{pod["spec"]["containers"][0]["name"]}",'
+                             f'node="{node_name}",resource="{resource}",unit="{unit}"}} {float(value)}')  # fmt: skip
+    for deploy in api.objects(KINDS["Deployment"]):
+        ident = f'namespace="{deploy["metadata"]["namespace"]}",deployment="{deploy["metadata"]["name"]}"'
+        lines.append(f"kube_deployment_spec_replicas{{{ident}}} {deploy['spec']['replicas']}")
+        lines.append(f"kube_deployment_status_replicas_available{{{ident}}} {deploy['status']['availableReplicas']}")
     for pod in _running_pods(api):
         meta, node = pod["metadata"], pod["spec"].get("nodeName", "")
         for container in pod["spec"]["containers"]:
@@ -86,6 +118,37 @@ def kube_state_metrics(api: ApiServer) -> str:
                     f'container="{container["name"]}",node="{node}",resource="{resource}",unit="{unit}"}} '
                     f"{parse_quantity(quantity)}"
                 )
+    return "\n".join(lines) + "\n"
+
+
+def node_exporter(api: ApiServer, now: float) -> str:
+    """node-exporter: CPU busy = the simulated pods' cores on the node + 0.5; a quarter of memory free."""
+    busy: dict[str, float] = {}
+    for pod in _running_pods(api):
+        cores = pod["metadata"].get("annotations", {}).get(SIM + "cpu-cores")
+        if cores:
+            busy[pod["spec"].get("nodeName", "")] = busy.get(pod["spec"].get("nodeName", ""), 0.0) + float(cores)
+    lines = []
+    for node in api.objects(KINDS["Node"]):
+        name = node["metadata"]["name"]
+        memory = parse_quantity(node["status"]["allocatable"]["memory"])
+        elapsed = now - api.started
+        used = (busy.get(name, 0.0) + 0.5) * elapsed
+        lines.append(f'node_cpu_seconds_total{{instance="{name}",cpu="0",mode="user"}} {used:.3f}')
+        lines.append(f'node_cpu_seconds_total{{instance="{name}",cpu="0",mode="idle"}} {elapsed:.3f}')
+        lines.append(f'node_memory_MemTotal_bytes{{instance="{name}"}} {memory:.0f}')
+        lines.append(f'node_memory_MemAvailable_bytes{{instance="{name}"}} {memory / 4:.0f}')
+    return "\n".join(lines) + "\n"
+
+
+def kubelet_volumes(api: ApiServer) -> str:
+    """kubelet volume stats: every running notebook has a 20 GiB workspace PVC, 5 GiB used."""
+    lines = []
+    for obj in api.objects(KINDS["Notebook"]):
+        if (obj.get("status") or {}).get("readyReplicas"):
+            ident = f'namespace="{obj["metadata"]["namespace"]}",persistentvolumeclaim="{obj["metadata"]["name"]}"'
+            lines.append(f"kubelet_volume_stats_capacity_bytes{{{ident}}} {20 * 2**30}")
+            lines.append(f"kubelet_volume_stats_used_bytes{{{ident}}} {5 * 2**30}")
     return "\n".join(lines) + "\n"
 
 
@@ -181,3 +244,12 @@ def add_routes(app: web.Application, api: ApiServer) -> None:
         return web.Response(text=model_servers(api, time.time()))
 
     app.router.add_get("/metrics/model-servers", serve_model_servers)
+
+    async def serve_node_exporter(_: web.Request) -> web.Response:
+        return web.Response(text=node_exporter(api, time.time()))
+
+    async def serve_volumes(_: web.Request) -> web.Response:
+        return web.Response(text=kubelet_volumes(api))
+
+    app.router.add_get("/metrics/node-exporter", serve_node_exporter)
+    app.router.add_get("/metrics/kubelet-volumes", serve_volumes)

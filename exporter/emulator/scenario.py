@@ -1015,3 +1015,100 @@ def serving_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], Servi
         ready_models=1,
     )
     return objs, expected
+
+
+NODE_KIND = ResourceKind("", "v1", "nodes", "Node", namespaced=False)
+DEPLOYMENT_KIND = ResourceKind("apps", "v1", "deployments", "Deployment")
+DSC_KIND = ResourceKind("datasciencecluster.opendatahub.io", "v1", "datascienceclusters", "DataScienceCluster", False)
+DSCI_KIND = ResourceKind("dscinitialization.opendatahub.io", "v1", "dscinitializations", "DSCInitialization", False)
+KINDS.update(
+    {"Node": NODE_KIND, "Deployment": DEPLOYMENT_KIND, "DataScienceCluster": DSC_KIND, "DSCInitialization": DSCI_KIND}
+)
+GPU_NODES = [f"gpu-node-{i}" for i in range(1, 7)]
+CPU_NODES = ["cpu-node-1", "cpu-node-2", "cpu-node-3"]
+
+
+def node(name: str, cpu: int, memory_gib: int, gpus: int, ready: bool = True, pressure: str = "") -> dict[str, Any]:
+    allocatable = {"cpu": str(cpu), "memory": f"{memory_gib}Gi", "pods": "110"}
+    if gpus:
+        allocatable["nvidia.com/gpu"] = str(gpus)
+    conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    conditions += [
+        {"type": t_, "status": "True" if t_ == pressure else "False"}
+        for t_ in ("MemoryPressure", "DiskPressure", "PIDPressure")
+    ]
+    labels = {"kubernetes.io/hostname": name}
+    if gpus:
+        labels["nvidia.com/gpu.present"] = "true"
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "status": {"allocatable": allocatable, "capacity": allocatable, "conditions": conditions},
+    }
+
+
+def deployment(ns: str, name: str, replicas: int, available: int) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": ns}, "spec": {"replicas": replicas},
+            "status": {"replicas": replicas, "availableReplicas": available}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PlatformExpected:
+    nodes_ready: float
+    nodes_not_ready: float
+    allocatable: dict[str, float]  # cluster: cpu cores, memory bytes, nvidia.com/gpu
+    components: dict[str, float]  # managed component -> ready
+    deployments: dict[str, float]  # platform deployment -> available ratio
+
+
+def platform_scenario() -> tuple[list[tuple[ResourceKind, dict[str, Any]]], PlatformExpected]:
+    """Nodes (one not ready, under memory pressure), the ODH platform objects and its Deployments."""
+    objs: list[tuple[ResourceKind, dict[str, Any]]] = []
+    objs += [(NODE_KIND, node(n, 32, 256, 4)) for n in GPU_NODES]
+    objs += [(NODE_KIND, node(n, 16, 64, 0)) for n in CPU_NODES[:2]]
+    objs.append((NODE_KIND, node("cpu-node-3", 16, 64, 0, ready=False, pressure="MemoryPressure")))
+    dsc = {
+        "metadata": {"name": "default-dsc"},
+        "spec": {
+            "components": {
+                "dashboard": {"managementState": "Managed"},
+                "workbenches": {"managementState": "Managed"},
+                "datasciencepipelines": {"managementState": "Managed"},
+                "kserve": {"managementState": "Managed"},
+                "ray": {"managementState": "Removed"},
+                "trainingoperator": {"managementState": "Managed"},
+            }
+        },
+        "status": {
+            "phase": "Not Ready",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "NotReady"},
+                {"type": "DashboardReady", "status": "True"},
+                {"type": "WorkbenchesReady", "status": "True"},
+                {"type": "DataSciencePipelinesReady", "status": "True"},
+                {"type": "KserveReady", "status": "False", "reason": "ServerlessUnavailable"},
+                {"type": "TrainingOperatorReady", "status": "True"},
+            ],
+        },
+    }
+    dsci = {
+        "metadata": {"name": "default-dsci"},
+        "spec": {"applicationsNamespace": "opendatahub", "monitoring": {"managementState": "Managed"}},
+        "status": {"phase": "Ready", "conditions": [{"type": "Available", "status": "True"}]},
+    }
+    objs += [(DSC_KIND, dsc), (DSCI_KIND, dsci)]
+    objs += [
+        (DEPLOYMENT_KIND, deployment("opendatahub", n, r, a))
+        for n, r, a in (
+            ("odh-dashboard", 2, 2),
+            ("odh-notebook-controller-manager", 1, 1),
+            ("kserve-controller-manager", 1, 0),
+        )
+    ]
+    expected = PlatformExpected(
+        nodes_ready=8,
+        nodes_not_ready=1,
+        allocatable={"cpu": 6 * 32 + 3 * 16, "memory": (6 * 256 + 3 * 64) * GIB, "nvidia.com/gpu": 24},
+        components={"dashboard": 1, "workbenches": 1, "datasciencepipelines": 1, "kserve": 0, "trainingoperator": 1},
+        deployments={"odh-dashboard": 1, "odh-notebook-controller-manager": 1, "kserve-controller-manager": 0},
+    )
+    return objs, expected

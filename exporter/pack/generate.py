@@ -16,6 +16,7 @@ GROUP_TITLES = {
     "notebooks": "Notebooks (workbenches)",
     "pipelines": "Pipelines",
     "serving": "Model serving",
+    "platform": "Platform (Open Data Hub / OpenShift AI)",
     "workloads": "Workload joins",
     "exporter": "Exporter health",
 }

@@ -113,6 +113,8 @@ def scrape_configs(exporter_url: str, emulator_url: str) -> list[dict[str, Any]]
         scrape_job("kube-state-metrics", emulator_url + "/metrics/kube-state-metrics", honor_labels=True),
         scrape_job("pushgateway", emulator_url + "/metrics/pushgateway", honor_labels=True),
         scrape_job("model-servers", emulator_url + "/metrics/model-servers", honor_labels=True),
+        scrape_job("node-exporter", emulator_url + "/metrics/node-exporter", honor_labels=True),
+        scrape_job("kubelet-volumes", emulator_url + "/metrics/kubelet-volumes", honor_labels=True),
         scrape_job("ml-gpu-agent", emulator_url + "/metrics/nvml", honor_labels=True),
         # dcgm-exporter as the GPU Operator scrapes it: its own namespace/pod become target labels,
         # so the workload's are renamed exported_namespace/exported_pod.

@@ -49,10 +49,12 @@ class WatchSource:
         namespace: str | None = None,
     ) -> None:
         """Watch `kind` in every namespace in scope, or in `namespace` only, whatever the scope
-        (for objects of the platform itself, such as a controller's ConfigMap)."""
+        (for objects of the platform itself, such as a controller's ConfigMap). Cluster-scoped
+        kinds are watched once and are outside any namespace scope."""
         selectors = ",".join(filter(None, (label_selector, field_selector)))
         resource = f"{kind}[{selectors}]" if selectors else str(kind)
-        for ns in [namespace] if namespace else self.scope.watch_namespaces:
+        unscoped = bool(namespace) or not kind.namespaced
+        for ns in [namespace] if namespace else ([None] if not kind.namespaced else self.scope.watch_namespaces):
             reflector = Reflector(
                 self.client,
                 kind,
@@ -62,9 +64,9 @@ class WatchSource:
                 namespace=ns,
                 label_selector=label_selector,
                 field_selector=field_selector,
-                accept=None if namespace else self.scope.accept(),
+                accept=None if unscoped else self.scope.accept(),
             )
-            if not namespace:
+            if not unscoped:
                 self.scope.register(reflector)
             self.reflectors.append(reflector)
 
