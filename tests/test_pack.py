@@ -142,6 +142,7 @@ def _panel(spec: dict[str, Any], key: str = "jobCpu") -> dict[str, Any]:
         (lambda s: _panel(s)["display"].pop("description"), "display.description"),
         (lambda s: s["panels"].update(orphan=s["panels"]["jobCpu"]), "not placed in any layout"),
         (lambda s: s.update(duration="6 hours"), "not a duration"),
+        (lambda s: s["display"].pop("description"), "description of its purpose"),
         (
             lambda s: _panel(s, "jobTable")["queries"].append(_panel(s, "jobTable")["queries"][0]),
             "column 'namespace' does not exist in a 2-query table",

@@ -365,6 +365,8 @@ def check(obj: Any, recorded: set[str], allowed_raw: Iterable[str] = ()) -> list
         if key not in DASHBOARD_SPEC_KEYS:
             errors.append(f"spec: unknown field {key!r}")
     errors += validate(spec.get("display", {}), {"name?": "str", "description?": "str"}, "display")
+    if not (spec.get("display") or {}).get("name") or not (spec.get("display") or {}).get("description"):
+        errors.append("display: every dashboard has a name and a description of its purpose")
     for key in ("duration", "refreshInterval"):
         if key in spec and not (isinstance(spec[key], str) and DURATION.match(spec[key])):
             errors.append(f"{key}: {spec[key]!r} is not a duration")
