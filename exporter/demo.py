@@ -29,6 +29,9 @@ from exporter.pack import local as stack
 from exporter.steps import publish_records_processed
 
 RANGE_S = 3600
+# Labels that name what a series is about, in the order they are printed.
+SUBJECT_LABELS = ("namespace", "job_name", "notebook", "run_id", "step", "model", "version", "pod", "node", "component",
+                  "deployment", "source", "job")  # fmt: skip
 
 
 def dashboard_report(prom: str, dashboard: dict[str, Any]) -> str:
@@ -43,15 +46,13 @@ def dashboard_report(prom: str, dashboard: dict[str, Any]) -> str:
         if not result:
             lines.append(f"  {title:26} (no data now)")
             continue
-        if len(result) == 1 and not result[0]["metric"]:
+        if len(result) == 1 and set(result[0]["metric"]) <= {"__name__"}:
             lines.append(f"  {title:26} {float(result[0]['value'][1]):g}")
             continue
         cells = []
         for r in result:
             labels = r["metric"]
-            subject = "/".join(
-                labels[k] for k in ("namespace", "job_name", "notebook", "run_id", "step") if k in labels
-            )
+            subject = "/".join(labels[k] for k in SUBJECT_LABELS if k in labels)
             shown = ("status", "resource", "reason", "kind") if "run_id" in labels else ("status", "resource", "reason")
             extra = "".join(f" {labels[k]}" for k in shown if k in labels)
             cells.append(f"{subject}{extra}={float(r['value'][1]):.3g}")
