@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 
 from exporter import catalogue
@@ -29,6 +30,7 @@ from exporter.emulator.scenario import (
 )
 from exporter.health import HealthRegistry
 from exporter.kube import KubeAccess, KubeClient, ResourceKind, load_configuration
+from exporter.pack import DASHBOARDS_DIR, perses
 from exporter.pack import local as harness
 from exporter.sources.training import PODS, TRAINJOB, V1_KINDS, TrainingSource
 from exporter.store import Store
@@ -215,3 +217,40 @@ def series_values(store: Store, family: str) -> dict[str, float]:
             key, value = line.rsplit(" ", 1)
             out[key[len(family) :]] = float(value)
     return out
+
+
+def panel_queries(dashboard: str) -> list[perses.Query]:
+    return perses.queries(yaml.safe_load((DASHBOARDS_DIR / f"{dashboard}.yaml").read_text()))
+
+
+def query_panel(
+    stack: Stack,
+    dashboard: str,
+    panel: str,
+    *,
+    index: int = 0,
+    range_s: int = 3600,
+    variables: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the panel's `index`-th query as Perses would: unset variables at "All" (.*), built-ins filled in."""
+    spec = perses.dashboard_spec(yaml.safe_load((DASHBOARDS_DIR / f"{dashboard}.yaml").read_text()))
+    values = {v["spec"]["name"]: ".*" for v in spec.get("variables", [])}
+    values.update(variables or {})
+    values.update(harness.builtin_variables(range_s))
+    q = [q for q in panel_queries(dashboard) if q.panel == panel][index]
+    return harness.query(stack.prom, harness.fill_variables(q.promql, values))
+
+
+def scalar(result: list[dict[str, Any]]) -> float:
+    assert len(result) == 1, result
+    return float(result[0]["value"][1])
+
+
+def assert_every_query_returns_data(stack: Stack, dashboard: str) -> None:
+    seen: dict[str, int] = {}
+    for q in panel_queries(dashboard):
+        index = seen.get(q.panel, 0)
+        seen[q.panel] = index + 1
+        assert query_panel(stack, dashboard, q.panel, index=index), (
+            f"{dashboard}: panel {q.panel} query {index} returned no data"
+        )

@@ -10,41 +10,24 @@ import time
 from typing import Any
 
 import pytest
-import yaml
 
 from exporter.emulator.scenario import training_scenario
-from exporter.pack import DASHBOARDS_DIR, perses
 from exporter.pack import local as harness
-from tests.conftest import Stack
+from tests.conftest import Stack, assert_every_query_returns_data, query_panel, scalar
 
-DASHBOARD = DASHBOARDS_DIR / "training-jobs-overview.yaml"
 RANGE_S = 3600
 
 
-def dashboard_queries() -> list[perses.Query]:
-    return perses.queries(yaml.safe_load(DASHBOARD.read_text()))
-
-
-def run(
-    stack: Stack, panel: str, namespace: str = ".*", job: str = ".*", range_s: int = RANGE_S
-) -> list[dict[str, Any]]:
-    (q,) = [q for q in dashboard_queries() if q.panel == panel]
-    values = {"namespace": namespace, "job": job, **harness.builtin_variables(range_s)}
-    return harness.query(stack.prom, harness.fill_variables(q.promql, values))
+def run(stack: Stack, panel: str, range_s: int = RANGE_S, **variables: str) -> list[dict[str, Any]]:
+    return query_panel(stack, "training-jobs-overview", panel, range_s=range_s, variables=variables)
 
 
 def by_job(result: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
     return {(r["metric"]["namespace"], r["metric"]["job_name"]): float(r["value"][1]) for r in result}
 
 
-def scalar(result: list[dict[str, Any]]) -> float:
-    assert len(result) == 1, result
-    return float(result[0]["value"][1])
-
-
 def test_every_dashboard_query_returns_data(stack: Stack) -> None:
-    for q in dashboard_queries():
-        assert run(stack, q.panel), f"panel {q.panel} returned no data: {q.promql}"
+    assert_every_query_returns_data(stack, "training-jobs-overview")
 
 
 def test_status_stats(stack: Stack) -> None:

@@ -6,40 +6,20 @@ import time
 from typing import Any
 
 import pytest
-import yaml
 
-from exporter.pack import DASHBOARDS_DIR, perses
-from exporter.pack import local as harness
-from tests.conftest import Stack
-
-DASHBOARD = DASHBOARDS_DIR / "workbench-notebook-resources.yaml"
+from tests.conftest import Stack, assert_every_query_returns_data, query_panel, scalar
 
 
-def dashboard_queries() -> list[perses.Query]:
-    return perses.queries(yaml.safe_load(DASHBOARD.read_text()))
-
-
-def run(stack: Stack, panel: str, index: int = 0, namespace: str = ".*", user: str = ".*",
-        notebook: str = ".*") -> list[dict[str, Any]]:  # fmt: skip
-    q = [q for q in dashboard_queries() if q.panel == panel][index]
-    values = {"namespace": namespace, "user": user, "notebook": notebook, **harness.builtin_variables()}
-    return harness.query(stack.prom, harness.fill_variables(q.promql, values))
+def run(stack: Stack, panel: str, index: int = 0, **variables: str) -> list[dict[str, Any]]:
+    return query_panel(stack, "workbench-notebook-resources", panel, index=index, variables=variables)
 
 
 def by_notebook(result: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
     return {(r["metric"]["namespace"], r["metric"]["notebook"]): float(r["value"][1]) for r in result}
 
 
-def scalar(result: list[dict[str, Any]]) -> float:
-    assert len(result) == 1, result
-    return float(result[0]["value"][1])
-
-
 def test_every_dashboard_query_returns_data(stack: Stack) -> None:
-    for panel in {q.panel for q in dashboard_queries()}:
-        count = sum(q.panel == panel for q in dashboard_queries())
-        for index in range(count):
-            assert run(stack, panel, index), f"panel {panel} query {index} returned no data"
+    assert_every_query_returns_data(stack, "workbench-notebook-resources")
 
 
 def test_stats(stack: Stack) -> None:

@@ -11,31 +11,19 @@ import time
 from typing import Any
 
 import pytest
-import yaml
 
 from exporter.emulator.scenario import SIM
-from exporter.pack import DASHBOARDS_DIR, perses
 from exporter.pack import local as harness
-from tests.conftest import Stack
-
-
-def queries(name: str) -> list[perses.Query]:
-    return perses.queries(yaml.safe_load((DASHBOARDS_DIR / f"{name}.yaml").read_text()))
-
-
-def run(stack: Stack, dashboard: str, panel: str, index: int = 0) -> list[dict[str, Any]]:
-    q = [q for q in queries(dashboard) if q.panel == panel][index]
-    return harness.query(stack.prom, harness.fill_variables(q.promql, harness.builtin_variables()))
-
-
-def scalar(result: list[dict[str, Any]]) -> float:
-    assert len(result) == 1, result
-    return float(result[0]["value"][1])
+from tests.conftest import Stack, assert_every_query_returns_data, query_panel, scalar
 
 
 def pods(stack: Stack) -> list[dict[str, Any]]:
     _, body = harness.http_get(stack.api + "/api/v1/pods")
     return list(json.loads(body)["items"])
+
+
+def run(stack: Stack, dashboard: str, panel: str, index: int = 0) -> list[dict[str, Any]]:
+    return query_panel(stack, dashboard, panel, index=index)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +88,4 @@ def test_overview(infra: Stack) -> None:
 
 @pytest.mark.parametrize("dashboard", ["infrastructure-health", "ml-platform-overview"])
 def test_every_dashboard_query_returns_data(infra: Stack, dashboard: str) -> None:
-    for q in queries(dashboard):
-        index = [p.promql for p in queries(dashboard) if p.panel == q.panel].index(q.promql)
-        assert run(infra, dashboard, q.panel, index), f"{dashboard} panel {q.panel} query {index} returned no data"
+    assert_every_query_returns_data(infra, dashboard)

@@ -6,23 +6,13 @@ import time
 from typing import Any
 
 import pytest
-import yaml
 
-from exporter.pack import DASHBOARDS_DIR, perses
 from exporter.pack import local as harness
-from tests.conftest import Stack
-
-DASHBOARD = DASHBOARDS_DIR / "model-serving-performance.yaml"
-
-
-def queries() -> list[perses.Query]:
-    return perses.queries(yaml.safe_load(DASHBOARD.read_text()))
+from tests.conftest import Stack, assert_every_query_returns_data, query_panel
 
 
 def run(stack: Stack, panel: str, index: int = 0, model: str = ".*") -> list[dict[str, Any]]:
-    q = [q for q in queries() if q.panel == panel][index]
-    values = {"namespace": ".*", "model": model, "version": ".*", **harness.builtin_variables()}
-    return harness.query(stack.prom, harness.fill_variables(q.promql, values))
+    return query_panel(stack, "model-serving-performance", panel, index=index, variables={"model": model})
 
 
 def by_model(result: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
@@ -81,6 +71,4 @@ def test_model_variable_filters(serving: Stack) -> None:
 
 
 def test_every_dashboard_query_returns_data(serving: Stack) -> None:
-    for q in queries():
-        index = [p.promql for p in queries() if p.panel == q.panel].index(q.promql)
-        assert run(serving, q.panel, index), f"panel {q.panel} query {index} returned no data"
+    assert_every_query_returns_data(serving, "model-serving-performance")
