@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import shutil
 import ssl
 import time
@@ -254,3 +255,10 @@ def assert_every_query_returns_data(stack: Stack, dashboard: str) -> None:
         assert query_panel(stack, dashboard, q.panel, index=index), (
             f"{dashboard}: panel {q.panel} query {index} returned no data"
         )
+
+
+def with_uid(obj: dict[str, Any], uid: str) -> dict[str, Any]:
+    """A copy of an object fixture as the API server returns it, with its uid."""
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["uid"] = uid
+    return obj

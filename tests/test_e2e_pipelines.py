@@ -8,7 +8,6 @@ kubelet would) and the dashboard's queries must tell the whole story.
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from typing import Any
 
@@ -30,14 +29,8 @@ def run(stack: Stack, panel: str, index: int = 0, run_id: str = ".*") -> list[di
     return query_panel(stack, "data-pipeline-metrics", panel, index=index, variables={"run": run_id})
 
 
-def wait(stack: Stack, promql: str, what: str, timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = harness.query(stack.prom, promql)
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"no {what} within {timeout}s: {promql}")
+def wait(stack: Stack, promql: str, what: str) -> list[dict[str, Any]]:
+    return harness.eventually(lambda: harness.query(stack.prom, promql), f"{what} ({promql})")
 
 
 def test_the_oom_story(stack: Stack) -> None:

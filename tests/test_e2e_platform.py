@@ -28,14 +28,15 @@ def run(stack: Stack, dashboard: str, panel: str, index: int = 0) -> list[dict[s
 
 @pytest.fixture(scope="module")
 def infra(stack: Stack) -> Stack:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        util = harness.query(stack.prom, "cluster:ml_cpu_utilization:ratio")
-        if util and harness.query(stack.prom, "component:ml_platform_component_ready:max"):
-            time.sleep(6)  # let the shortened rate windows fill
-            return stack
-        time.sleep(0.5)
-    raise AssertionError("infrastructure series did not appear within 60 s")
+    harness.eventually(
+        lambda: (
+            harness.query(stack.prom, "cluster:ml_cpu_utilization:ratio")
+            and harness.query(stack.prom, "component:ml_platform_component_ready:max")
+        ),
+        "infrastructure series",
+    )
+    time.sleep(6)  # let the shortened rate windows fill
+    return stack
 
 
 def test_cluster_stats(infra: Stack) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -21,13 +20,12 @@ def by_model(result: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
 
 @pytest.fixture(scope="module")
 def serving(stack: Stack) -> Stack:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def settled() -> bool:  # the (shortened) rate window is full
         rates = harness.query(stack.prom, 'namespace_model_version:ml_model_requests:rate5m{model="recsys"}')
-        if rates and float(rates[0]["value"][1]) > 0.98 * stack.serving.requests[("recsys", "7")]:
-            return stack  # the (shortened) rate window is full
-        time.sleep(0.5)
-    raise AssertionError("serving rates did not settle within 60 s")
+        return bool(rates) and float(rates[0]["value"][1]) > 0.98 * stack.serving.requests[("recsys", "7")]
+
+    harness.eventually(settled, "settled serving rates")
+    return stack
 
 
 def test_request_rate_errors_and_latency_are_what_the_servers_served(serving: Stack) -> None:

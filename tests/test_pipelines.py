@@ -24,7 +24,7 @@ from exporter.health import HealthRegistry
 from exporter.sources.pipelines import PipelineSource, failure_reason
 from exporter.store import Store
 from exporter.watch import MalformedObject, NamespaceScope, WatchSettings
-from tests.conftest import ALL_KINDS, FAST, MakeCluster, series_values, until, unused_client
+from tests.conftest import ALL_KINDS, FAST, MakeCluster, series_values, until, unused_client, with_uid
 
 
 def make_source(store: Store, registry: HealthRegistry, *flags: str) -> PipelineSource:
@@ -44,12 +44,6 @@ def observed(store: Store) -> dict[str, float]:
 
 def current(store: Store, family: str) -> set[str]:
     return {k for k, v in series_values(store, family).items() if v == 1}
-
-
-def with_uid(obj: dict[str, Any], uid: str) -> dict[str, Any]:
-    obj = copy.deepcopy(obj)
-    obj["metadata"]["uid"] = uid
-    return obj
 
 
 def scenario_workflow(name: str) -> dict[str, Any]:

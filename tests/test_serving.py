@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -13,18 +12,12 @@ from exporter.health import HealthRegistry
 from exporter.sources.serving import ServingSource
 from exporter.store import Store
 from exporter.watch import NamespaceScope, WatchSettings
-from tests.conftest import series_values, unused_client
+from tests.conftest import series_values, unused_client, with_uid
 
 
 @pytest.fixture
 def source(store: Store, registry: HealthRegistry) -> ServingSource:
     return ServingSource(store, registry, unused_client(), NamespaceScope(), WatchSettings(), config.defaults())
-
-
-def with_uid(obj: dict[str, Any], uid: str) -> dict[str, Any]:
-    obj = copy.deepcopy(obj)
-    obj["metadata"]["uid"] = uid
-    return obj
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import json
 import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from exporter.emulator.apiserver import kubeconfig_for
 from exporter.emulator.scenario import v1_job
 from exporter.health import HealthRegistry
 from exporter.kube import ApiError, KubeClient, load_configuration
@@ -112,26 +112,8 @@ def kubeconfig(path: Path, url: str, pki: Path, ca: str = "ca.crt", insecure: bo
         cluster["insecure-skip-tls-verify"] = True
     else:
         cluster["certificate-authority-data"] = b64(ca)
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "c",
-                "clusters": [{"name": "c", "cluster": cluster}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "users": [
-                    {
-                        "name": "u",
-                        "user": {
-                            "client-certificate-data": b64("client.crt"),
-                            "client-key-data": b64("client.key"),
-                        },
-                    }
-                ],
-            }
-        )
-    )
+    user = {"client-certificate-data": b64("client.crt"), "client-key-data": b64("client.key")}
+    path.write_text(kubeconfig_for(url, user=user, cluster=cluster))
     return path
 
 

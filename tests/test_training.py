@@ -12,7 +12,7 @@ from exporter.health import HealthRegistry
 from exporter.sources import training as t
 from exporter.store import Store
 from exporter.watch import MalformedObject, NamespaceScope, WatchSettings
-from tests.conftest import unused_client
+from tests.conftest import unused_client, with_uid
 
 PYTORCH = t.V1_KINDS[0]
 
@@ -21,11 +21,6 @@ PYTORCH = t.V1_KINDS[0]
 def source(store: Store, registry: HealthRegistry) -> t.TrainingSource:
     # The source is driven directly here; its client is never used.
     return t.TrainingSource(store, registry, unused_client(), NamespaceScope(), WatchSettings())
-
-
-def with_uid(obj: dict[str, Any], uid: str) -> dict[str, Any]:
-    obj["metadata"]["uid"] = uid
-    return obj
 
 
 def series(store: Store) -> list[str]:
@@ -131,7 +126,8 @@ def test_timestamps_queue_and_replicas(source: t.TrainingSource, store: Store) -
         queue="research",
         replicas={"Master": {"succeeded": 1}, "Worker": {"succeeded": 3, "failed": 1}},
     )
-    source.upsert_job(PYTORCH, with_uid(job, "u1"))
+    job = with_uid(job, "u1")
+    source.upsert_job(PYTORCH, job)
     lines = series(store)
     assert 'ml_training_job_info{namespace="team-a",job_name="bert",kind="PyTorchJob",queue="research"} 1' in lines
     start = next(s for s in lines if s.startswith("ml_training_job_start_timestamp_seconds"))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import stat
 import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from exporter.emulator.apiserver import Fault
+from exporter.emulator.apiserver import Fault, kubeconfig_for
 from exporter.emulator.scenario import namespace, v1_job
 from exporter.health import HealthRegistry
 from exporter.kube import KubeClient, load_configuration
@@ -244,29 +243,8 @@ async def test_rotated_exec_plugin_token_is_fetched_again(
     )
     plugin.chmod(plugin.stat().st_mode | stat.S_IEXEC)
     kubeconfig = tmp_path / "exec-kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "c",
-                "clusters": [{"name": "c", "cluster": {"server": cluster.url}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "users": [
-                    {
-                        "name": "u",
-                        "user": {
-                            "exec": {
-                                "apiVersion": "client.authentication.k8s.io/v1",
-                                "command": str(plugin),
-                                "interactiveMode": "Never",
-                            }
-                        },
-                    }
-                ],
-            }
-        )
-    )
+    exec_plugin = {"apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin), "interactiveMode": "Never"}
+    kubeconfig.write_text(kubeconfig_for(cluster.url, user={"exec": exec_plugin}))
     cluster.api.apply(PYTORCH, v1_job("PyTorchJob", "team-a", "before", "pending"))
     client = KubeClient(load_configuration(str(kubeconfig)))
     async with training(cluster, store, registry, client=client):

@@ -429,13 +429,22 @@ class ApiServer:
         return _status(405, "MethodNotAllowed", f"method {request.method} not allowed")
 
 
-def kubeconfig_for(url: str, token: str | None = None, name: str = "emulator") -> str:
-    """A kubeconfig document pointing at the emulator."""
-    user: dict[str, Any] = {"token": token} if token else {}
+def kubeconfig_for(
+    url: str,
+    token: str | None = None,
+    name: str = "emulator",
+    *,
+    user: dict[str, Any] | None = None,
+    cluster: dict[str, Any] | None = None,
+) -> str:
+    """A kubeconfig document pointing at the emulator: a bearer token, or any `user` entry
+    (exec plugin, client certificate); `cluster` adds fields such as the CA."""
+    if user is None:
+        user = {"token": token} if token else {}
     document = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {"server": url}}],
+        "clusters": [{"name": name, "cluster": {"server": url, **(cluster or {})}}],
         "users": [{"name": name, "user": user}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
         "current-context": name,

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from exporter.emulator.apiserver import ApiServer
 from exporter.emulator.scenario import KINDS, SIM
-from exporter.sources import parse_quantity, parse_time
+from exporter.sources import parse_quantity, parse_time, resource_unit
 
 
 def _running_pods(api: ApiServer) -> Iterator[dict[str, Any]]:
@@ -81,7 +81,7 @@ def kube_state_metrics(api: ApiServer) -> str:
     for node in api.objects(KINDS["Node"]):
         name = node["metadata"]["name"]
         for resource, quantity in node["status"]["allocatable"].items():
-            unit = {"cpu": "core", "memory": "byte"}.get(resource, "integer")
+            unit = resource_unit(resource)
             lines.append(f'kube_node_status_allocatable{{node="{name}",resource="{resource}",unit="{unit}"}} '
                          f"{parse_quantity(quantity)}")  # fmt: skip
         for cond in node["status"]["conditions"]:
@@ -101,7 +101,7 @@ def kube_state_metrics(api: ApiServer) -> str:
                     "nvidia.com/gpu": len(_gpus(pod)) or None}  # fmt: skip
         for resource, value in requests.items():
             if value:
-                unit = {"cpu": "core", "memory": "byte"}.get(resource, "integer")
+                unit = resource_unit(resource)
                 lines.append(f'kube_pod_container_resource_requests{{{ident},container="{pod["spec"]["containers"][0]["name"]}",'
                              f'node="{node_name}",resource="{resource}",unit="{unit}"}} {float(value)}')  # fmt: skip
     for deploy in api.objects(KINDS["Deployment"]):
@@ -112,7 +112,7 @@ def kube_state_metrics(api: ApiServer) -> str:
         meta, node = pod["metadata"], pod["spec"].get("nodeName", "")
         for container in pod["spec"]["containers"]:
             for resource, quantity in ((container.get("resources") or {}).get("limits") or {}).items():
-                unit = {"cpu": "core", "memory": "byte"}.get(resource, "integer")
+                unit = resource_unit(resource)
                 lines.append(
                     f'kube_pod_container_resource_limits{{namespace="{meta["namespace"]}",pod="{meta["name"]}",'
                     f'container="{container["name"]}",node="{node}",resource="{resource}",unit="{unit}"}} '

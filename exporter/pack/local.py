@@ -18,13 +18,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from exporter.pack import ROOT
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -190,6 +192,17 @@ def query(prom: str, promql: str, at: float | None = None) -> list[dict[str, Any
     if status != 200 or data.get("status") != "success":
         raise AssertionError(f"query failed ({status}): {promql}\n{data}")
     return list(data["data"]["result"])
+
+
+def eventually(check: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
+    """Poll `check` until it returns something truthy; that value, or an AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} within {timeout:g} s")
 
 
 def builtin_variables(range_s: int = 3600) -> dict[str, str]:

@@ -14,8 +14,6 @@ from exporter.kube import KubeClient, ResourceKind
 from exporter.store import Store
 from exporter.watch import Handler, MalformedObject, NamespaceScope, Reflector, WatchSettings
 
-DEFAULTS = defaults()
-
 
 class WatchSource:
     """Base of the cluster-role sources: owns reflectors for the kinds it watches."""
@@ -31,7 +29,7 @@ class WatchSource:
         settings: WatchSettings,
         options: Config | None = None,
     ) -> None:
-        self.options = options or DEFAULTS
+        self.options = options or defaults()
         self.store = store
         self.health = registry.source(self.name)
         self.client = client
@@ -101,6 +99,11 @@ _SUFFIX = {
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
     "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
 }  # fmt: skip
+
+
+def resource_unit(resource: str) -> str:
+    """The unit label kube-state-metrics gives a resource: core, byte, else integer."""
+    return {"cpu": "core", "memory": "byte", "ephemeral-storage": "byte"}.get(resource, "integer")
 
 
 def parse_quantity(value: Any) -> float:

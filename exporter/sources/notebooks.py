@@ -14,7 +14,15 @@ from typing import Any
 from exporter import catalogue as c
 from exporter.exposition import Family
 from exporter.kube import ResourceKind
-from exporter.sources import Callbacks, WatchSource, metadata_of, parse_quantity, parse_time, status_of
+from exporter.sources import (
+    Callbacks,
+    WatchSource,
+    metadata_of,
+    parse_quantity,
+    parse_time,
+    resource_unit,
+    status_of,
+)
 from exporter.sources.jupyter import ActivityProbe
 from exporter.sources.training import PODS
 from exporter.watch import MalformedObject
@@ -38,10 +46,6 @@ class NotebookFacts:
     namespace: str
     name: str
     status: str
-
-
-def resource_unit(resource: str) -> str:
-    return {"cpu": "core", "memory": "byte", "ephemeral-storage": "byte"}.get(resource, "integer")
 
 
 def _resources(spec: dict[str, Any], field: str) -> dict[str, float]:

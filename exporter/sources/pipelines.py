@@ -319,11 +319,9 @@ class PipelineSource(WatchSource):
 
     def _put_run(self, uid: str, run: RunState, run_name: str, engine: str, state: str, started: float | None,
                  extra: dict[Family, str]) -> None:  # fmt: skip
-        previous = self.runs.get(uid)
-        run.expired = previous is not None and previous.expired and run.finished is not None
         self.runs[uid] = run
-        if run.expired or self._is_expired(run):
-            run.expired = True
+        run.expired = self._is_expired(run)
+        if run.expired:
             self.store.delete(RUN + uid)
             return
         key = (run.namespace, run.run_id)
