@@ -320,6 +320,99 @@ PLATFORM_INFO = Family(
     "platform",
 )
 
+# Node role: one physical GPU or MIG device per `uuid` (MIG devices: MIG-...; `gpu` is the
+# physical GPU's NVML index). Measurements NVML cannot take for a device are absent, not 0.
+DEV = ("node", "gpu", "uuid")
+GPU_INFO = Family(
+    "ml_gpu_info",
+    "gauge",
+    "One series per GPU or MIG device; parent_uuid is the physical GPU (its own uuid for a whole GPU); value 1.",
+    (*DEV, "model", "pci_bus_id", "driver_version", "mig_profile", "parent_uuid"),
+    "gpu",
+)
+GPU_UP = Family(
+    "ml_gpu_up",
+    "gauge",
+    "1 while the device answers NVML; 0 when it is lost or its calls hang (its measurements are then removed).",
+    DEV,
+    "gpu",
+)
+GPU_UTILIZATION = Family(
+    "ml_gpu_utilization_ratio",
+    "gauge",
+    "Fraction of the last sample period in which a kernel ran (0-1); absent on MIG, where NVML cannot measure it.",
+    DEV,
+    "gpu",
+)
+GPU_MEMORY_UTILIZATION = Family(
+    "ml_gpu_memory_utilization_ratio",
+    "gauge",
+    "Fraction of the last sample period in which device memory was read or written (0-1).",
+    DEV,
+    "gpu",
+)
+GPU_MEMORY_USED = Family(
+    "ml_gpu_memory_used_bytes",
+    "gauge",
+    "Device memory in use. A MIG-enabled GPU reports memory per MIG device only, so sums never count twice.",
+    DEV,
+    "gpu",
+)
+GPU_MEMORY_TOTAL = Family(
+    "ml_gpu_memory_total_bytes",
+    "gauge",
+    "Device memory in total (per MIG device on a MIG-enabled GPU).",
+    DEV,
+    "gpu",
+)
+GPU_POWER = Family("ml_gpu_power_watts", "gauge", "Power draw of the physical GPU.", DEV, "gpu")
+GPU_ENERGY = Family(
+    "ml_gpu_energy_joules_total",
+    "counter",
+    "Energy the physical GPU consumed since the driver was loaded.",
+    DEV,
+    "gpu",
+)
+GPU_TEMPERATURE = Family("ml_gpu_temperature_celsius", "gauge", "GPU core temperature.", DEV, "gpu")
+GPU_SM_CLOCK = Family("ml_gpu_sm_clock_hertz", "gauge", "Current streaming-multiprocessor clock.", DEV, "gpu")
+GPU_XID_ERRORS = Family(
+    "ml_gpu_xid_errors_total",
+    "counter",
+    "XID errors the driver reported, one counter per XID code (every event counts, not only the last).",
+    (*DEV, "xid"),
+    "gpu",
+)
+GPU_ECC_ERRORS = Family(
+    "ml_gpu_ecc_errors_total",
+    "counter",
+    "ECC memory errors over the GPU's lifetime (aggregate counter), by type (corrected, uncorrected).",
+    (*DEV, "type"),
+    "gpu",
+)
+GPU_THROTTLE = Family(
+    "ml_gpu_clock_throttle_reasons",
+    "gauge",
+    "1 for each reason the clocks are held down now (gpu_idle, sw_power_cap, hw_slowdown, sw_thermal, ...), else 0.",
+    (*DEV, "reason"),
+    "gpu",
+)
+GPU_PROCESS_MEMORY = Family(
+    "ml_gpu_process_memory_used_bytes",
+    "gauge",
+    "Device memory of compute processes per container (pod_uid, container_id from /proc/<pid>/cgroup; "
+    "empty for processes outside a pod). Only with --nvml.process-memory (needs hostPID).",
+    (*DEV, "pod_uid", "container_id"),
+    "gpu",
+)
+GPU_ALLOCATION_INFO = Family(
+    "ml_gpu_allocation_info",
+    "gauge",
+    "Join table from the kubelet's PodResources API: a container and a device assigned to it; value 1. "
+    "Not de-duplicated: a time-sliced GPU appears once per container holding it.",
+    ("namespace", "pod", "container", "node", "uuid", "resource"),
+    "gpu",
+)
+
 BUILD_INFO = Family(
     "ml_exporter_build_info",
     "gauge",
@@ -371,7 +464,7 @@ WATCH_RESTARTS = Family(
 API_ERRORS = Family(
     "ml_exporter_api_errors_total",
     "counter",
-    "Failed Kubernetes API requests, by reason (HTTP status code, timeout, connection).",
+    "Failed requests to the source's API (Kubernetes, NVML, PodResources), by reason (HTTP status, timeout, ...).",
     ("source", "resource", "reason"),
 )
 NOTEBOOK_PROBES = Family(
@@ -385,6 +478,18 @@ OBJECTS_SKIPPED = Family(
     "counter",
     "Objects that could not be read and were skipped, by reason.",
     ("source", "resource", "reason"),
+)
+GPU_POLL_DURATION = Family(
+    "ml_exporter_gpu_poll_duration_seconds",
+    "gauge",
+    "Wall time of the last NVML poll of all devices.",
+    (),
+)
+GPU_REINITIALIZATIONS = Family(
+    "ml_exporter_nvml_reinitializations_total",
+    "counter",
+    "Times NVML was shut down and initialised again after a device was lost or initialisation failed.",
+    (),
 )
 PROCESS_FAMILIES = (
     Family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", ()),
@@ -442,6 +547,21 @@ FAMILIES: tuple[Family, ...] = (
     PLATFORM_COMPONENT_READY,
     PLATFORM_INFO,
     WORKLOAD_POD_INFO,
+    GPU_INFO,
+    GPU_UP,
+    GPU_UTILIZATION,
+    GPU_MEMORY_UTILIZATION,
+    GPU_MEMORY_USED,
+    GPU_MEMORY_TOTAL,
+    GPU_POWER,
+    GPU_ENERGY,
+    GPU_TEMPERATURE,
+    GPU_SM_CLOCK,
+    GPU_XID_ERRORS,
+    GPU_ECC_ERRORS,
+    GPU_THROTTLE,
+    GPU_PROCESS_MEMORY,
+    GPU_ALLOCATION_INFO,
     BUILD_INFO,
     SOURCE_UP,
     SOURCE_SYNCED,
@@ -453,6 +573,8 @@ FAMILIES: tuple[Family, ...] = (
     API_ERRORS,
     OBJECTS_SKIPPED,
     NOTEBOOK_PROBES,
+    GPU_POLL_DURATION,
+    GPU_REINITIALIZATIONS,
     *PROCESS_FAMILIES,
 )
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -16,8 +19,10 @@ from exporter.kube import KubeAccess, KubeClient, KubeConfigError, load_configur
 from exporter.server import make_app
 from exporter.sources import WatchSource
 from exporter.sources.notebooks import NotebookSource
+from exporter.sources.nvml import GpuSource
 from exporter.sources.pipelines import PipelineSource
 from exporter.sources.platform import PlatformSource
+from exporter.sources.podresources import PodResourcesSource
 from exporter.sources.serving import ServingSource
 from exporter.sources.training import TrainingSource
 from exporter.store import Store
@@ -52,19 +57,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if cfg.role == "node":
-        print("ml-workload-exporter: --role node is not available in this version yet", file=sys.stderr)
-        return 2
+        return _serve(run_node(cfg, node_name(cfg)))
     try:
         kube_access = load_configuration(cfg.kubeconfig, cfg.kube_context)
     except KubeConfigError as exc:
         print(f"ml-workload-exporter: {exc}", file=sys.stderr)
         return 2
+    return _serve(run_cluster(cfg, kube_access))
+
+
+def _serve(job: Coroutine[Any, Any, None]) -> int:
     try:
-        asyncio.run(run_cluster(cfg, kube_access))
+        asyncio.run(job)
     except OSError as exc:  # e.g. the listen address is taken
         print(f"ml-workload-exporter: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def node_name(cfg: config.Config) -> str:
+    """--node-name, else NODE_NAME (the DaemonSet sets it from spec.nodeName), else the host name."""
+    name = cfg.node_name or os.environ.get("NODE_NAME")
+    if not name:
+        name = socket.gethostname()
+        log.warning("neither --node-name nor NODE_NAME is set; using the host name %r as the node name", name)
+    return name
+
+
+async def run_node(cfg: config.Config, node: str) -> None:
+    """The node role: GPUs through NVML and their pods through PodResources; no Kubernetes API."""
+    store = Store(catalogue.FAMILIES)
+    registry = HealthRegistry(cfg.role)
+    gpus = GpuSource(store, registry, cfg, node)
+    allocations = PodResourcesSource(store, registry, cfg, node)
+    await _run(cfg, store, registry, [gpus.run(), allocations.run()], f"node {node}")
 
 
 async def run_cluster(cfg: config.Config, kube_access: KubeAccess) -> None:
@@ -84,14 +110,27 @@ async def run_cluster(cfg: config.Config, kube_access: KubeAccess) -> None:
         scope.ready = namespace_reflector.synced  # sources start once the namespace set is known
         tasks.append(asyncio.create_task(namespace_reflector.run()))
     sources = [SOURCES[name](store, registry, client, scope, settings, cfg) for name in cfg.sources]
+    try:
+        await _run(cfg, store, registry, [*tasks, *(source.run() for source in sources)], client.host)
+    finally:
+        await client.close()
 
+
+async def _run(
+    cfg: config.Config,
+    store: Store,
+    registry: HealthRegistry,
+    jobs: Sequence[Coroutine[Any, Any, None] | asyncio.Task[None]],
+    against: str,
+) -> None:
+    """Serve HTTP and run the sources until SIGTERM or SIGINT."""
     runner = web.AppRunner(make_app(store, registry, cfg.web_telemetry_path), access_log=None, handle_signals=False)
     await runner.setup()
     host, port = cfg.web_listen_address
     await web.TCPSite(runner, host, port).start()
-    log.info("serving on %s:%d%s against %s", host, port, cfg.web_telemetry_path, client.host)
+    log.info("serving on %s:%d%s (%s)", host, port, cfg.web_telemetry_path, against)
 
-    tasks.extend(asyncio.create_task(source.run(), name=source.name) for source in sources)
+    tasks = [job if isinstance(job, asyncio.Task) else asyncio.create_task(job) for job in jobs]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -104,4 +143,3 @@ async def run_cluster(cfg: config.Config, kube_access: KubeAccess) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
-        await client.close()

@@ -120,6 +120,14 @@ def _url_template(value: str) -> str:
     return value.rstrip("/")
 
 
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+    return value
+
+
 def _file(value: str) -> str:
     if not os.path.isfile(value):
         raise ValueError(f"{value!r}: no such file")
@@ -193,6 +201,41 @@ OPTIONS = (
         "serving.kserve.io/model-version",
         "pod (or InferenceService) label whose value is the model version; else the Knative revision",
     ),
+    Option(
+        "node-name",
+        str,
+        None,
+        "node role: the node's name, as the kubelet knows it (default: $NODE_NAME from the downward API, "
+        "else the host name)",
+    ),
+    Option("nvml.interval", _seconds(0.1), "10", "node role: seconds between NVML polls"),
+    Option(
+        "nvml.timeout",
+        _seconds(0.1),
+        "5",
+        "node role: seconds an NVML poll of one device may take before the device counts as hung (up 0)",
+    ),
+    Option(
+        "nvml.process-memory",
+        _bool,
+        "false",
+        "node role: export GPU memory per container from NVML's process list and /proc/<pid>/cgroup (needs hostPID)",
+    ),
+    Option("path.procfs", str, "/proc", "node role: where the host's /proc is mounted (for --nvml.process-memory)"),
+    Option(
+        "podresources.socket",
+        str,
+        "/var/lib/kubelet/pod-resources/kubelet.sock",
+        "node role: the kubelet's PodResources gRPC socket (mount its directory, not the socket)",
+    ),
+    Option("podresources.interval", _seconds(0.1), "10", "node role: seconds between PodResources List calls"),
+    Option("podresources.timeout", _seconds(0.1), "5", "node role: deadline of one PodResources List call"),
+    Option(
+        "podresources.resources",
+        _regex,
+        r"nvidia\.com/(gpu|gpu\.shared|mig-.+)",
+        "node role: extended-resource names (a regular expression) whose devices are GPUs",
+    ),
     Option("log.level", _choice(LOG_LEVELS), "info", "log level"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -219,6 +262,15 @@ class Config:
     notebooks_probe_concurrency: int
     pipelines_retention: float
     serving_version_label: str
+    node_name: str | None
+    nvml_interval: float
+    nvml_timeout: float
+    nvml_process_memory: bool
+    path_procfs: str
+    podresources_socket: str
+    podresources_interval: float
+    podresources_timeout: float
+    podresources_resources: str
     log_level: str
 
 

@@ -18,6 +18,7 @@ GROUP_TITLES = {
     "serving": "Model serving",
     "platform": "Platform (Open Data Hub / OpenShift AI)",
     "workloads": "Workload joins",
+    "gpu": "GPUs (node role)",
     "exporter": "Exporter health",
 }
 
