@@ -326,8 +326,9 @@ DEV = ("node", "gpu", "uuid")
 GPU_INFO = Family(
     "ml_gpu_info",
     "gauge",
-    "One series per GPU or MIG device; parent_uuid is the physical GPU (its own uuid for a whole GPU); value 1.",
-    (*DEV, "model", "pci_bus_id", "driver_version", "mig_profile", "parent_uuid"),
+    "One series per GPU or MIG device; parent_uuid is the physical GPU (its own uuid for a whole GPU), "
+    "gpu_instance the MIG GPU instance id (empty for a whole GPU); value 1.",
+    (*DEV, "model", "pci_bus_id", "driver_version", "mig_profile", "parent_uuid", "gpu_instance"),
     "gpu",
 )
 GPU_UP = Family(

@@ -92,6 +92,7 @@ def configuration_doc() -> str:
 
 CONFIGURATION_DOC = DOCS_DIR / "configuration.md"
 SERVING_RULES = RULES_DIR / "serving.rules.yaml"
+GPU_RULES = RULES_DIR / "gpu.rules.yaml"
 
 
 def serving_rules() -> str:
@@ -100,9 +101,16 @@ def serving_rules() -> str:
     return generator.rules_file()
 
 
-# Order matters: the PrometheusRule is built from the rule files, the serving rules among them.
+def gpu_rules() -> str:
+    from exporter.pack import gpu_rules as generator
+
+    return generator.rules_file()
+
+
+# Order matters: the PrometheusRule is built from the rule files, the generated ones among them.
 ARTEFACTS = {
     SERVING_RULES: serving_rules,
+    GPU_RULES: gpu_rules,
     METRICS_DOC: metrics_doc,
     PROMETHEUS_RULE: prometheus_rule,
     CONFIGURATION_DOC: configuration_doc,

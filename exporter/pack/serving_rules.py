@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import yaml
+from exporter.pack import rules_yaml
 
 
 @dataclass(frozen=True)
@@ -145,18 +145,5 @@ HEADER = """\
 """
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None  # multi-line expressions as literal blocks, as written by hand
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def rules_file() -> str:
-    doc = {"groups": [{"name": "ml-serving.rules", "interval": "30s", "rules": rules()}]}
-    return HEADER + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=120)
+    return rules_yaml.dump(HEADER, [{"name": "ml-serving.rules", "interval": "30s", "rules": rules()}])

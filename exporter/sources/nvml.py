@@ -87,6 +87,7 @@ class Device:
     pci_bus_id: str
     parent_uuid: str
     mig_profile: str = ""
+    gpu_instance: str = ""
     is_mig: bool = False
     mig_enabled: bool = False  # a physical GPU in MIG mode: memory is reported by its MIG devices
     unsupported: set[str] = field(default_factory=set)
@@ -152,9 +153,9 @@ class Nvml:
                 name = _text(pynvml.nvmlDeviceGetName(mig))
                 profile = _MIG_PROFILE.search(name)
                 mig_uuid = _text(pynvml.nvmlDeviceGetUUID(mig))
-                devices.append(
-                    Device(mig, str(index), mig_uuid, model, pci, uuid, profile.group(1) if profile else name, True)
-                )
+                instance = str(pynvml.nvmlDeviceGetGpuInstanceId(mig))
+                profile_name = profile.group(1) if profile else name
+                devices.append(Device(mig, str(index), mig_uuid, model, pci, uuid, profile_name, instance, True))
         return devices
 
     def shutdown(self) -> None:
@@ -163,7 +164,7 @@ class Nvml:
 
     def info(self, device: Device) -> str:
         values = (self.node, device.gpu, device.uuid, device.model, device.pci_bus_id, self.driver,
-                  device.mig_profile, device.parent_uuid)  # fmt: skip
+                  device.mig_profile, device.parent_uuid, device.gpu_instance)  # fmt: skip
         return c.GPU_INFO.sample(values, 1)
 
     def read(self, device: Device) -> dict[Family, str]:
