@@ -2,13 +2,15 @@
 
 It answers `List` with whatever `allocations()` returns at the time of the call, so a test can
 change assignments between polls, and it can be stopped and started again on the same path to
-play a kubelet restart.
+play a kubelet restart. It serves from its own threads, so it answers whatever the caller's
+event loop is doing.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -37,8 +39,8 @@ class Lister(api_pb2_grpc.PodResourcesListerServicer):
         self.allocations = allocations
         self.calls = 0
 
-    async def List(  # the gRPC method's name
-        self, request: api_pb2.ListPodResourcesRequest, context: grpc.aio.ServicerContext[object, object]
+    def List(  # the gRPC method's name
+        self, request: api_pb2.ListPodResourcesRequest, context: grpc.ServicerContext
     ) -> api_pb2.ListPodResourcesResponse:
         self.calls += 1
         return response(self.allocations())
@@ -48,19 +50,19 @@ class PodResourcesServer:
     def __init__(self, socket: Path, allocations: Callable[[], Iterable[Allocation]]) -> None:
         self.socket = socket
         self.lister = Lister(allocations)
-        self._server: grpc.aio.Server | None = None
+        self._server: grpc.Server | None = None
 
-    async def start(self) -> None:
+    def start(self) -> None:
         if self.socket.exists():
             os.unlink(self.socket)  # as the kubelet does when it starts
-        self._server = grpc.aio.server()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         api_pb2_grpc.add_PodResourcesListerServicer_to_server(self.lister, self._server)  # type: ignore[no-untyped-call]
         self._server.add_insecure_port(f"unix://{self.socket}")
-        await self._server.start()
+        self._server.start()
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         if self._server is not None:
-            await self._server.stop(grace=None)
+            self._server.stop(grace=None).wait()
             self._server = None
         if self.socket.exists():
             os.unlink(self.socket)

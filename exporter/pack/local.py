@@ -107,6 +107,30 @@ def exporter(tmp: Path, kubeconfig: Path, *extra: str, ready: bool = True) -> It
         yield url
 
 
+@contextlib.contextmanager
+def node_agent(
+    tmp: Path,
+    nvml_config: Path,
+    socket_path: Path,
+    *extra: str,
+    library_dir: Path | None,
+    node: str = "gpu-node-1",
+    interval: float = 0.2,
+) -> Iterator[str]:
+    """The node role against the stub NVML in `library_dir` (None: no NVML library at all)."""
+    from exporter.emulator import nvml
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = nvml.environment(library_dir, nvml_config) if library_dir else {"NVML_STUB_CONFIG": str(nvml_config)}
+    args = [sys.executable, "-m", "exporter", "--role", "node", "--node-name", node, "--web.listen-address",
+            f"127.0.0.1:{port}", "--podresources.socket", str(socket_path), "--nvml.interval", str(interval),
+            "--podresources.interval", str(interval), *extra]  # fmt: skip
+    with process(args, tmp / f"node-agent-{node}.log", env) as proc:
+        wait_for(url + "/readyz", proc=proc)
+        yield url
+
+
 def scrape_configs(exporter_url: str, emulator_url: str) -> list[dict[str, Any]]:
     """How a cluster scrapes the exporter, the kubelet's cAdvisor, the GPU agent and dcgm-exporter."""
     return [
