@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir, kubeconfig, "--notebooks.probe", "true", "--notebooks.probe-interval", "10",
             "--notebooks.probe-url", url + "/notebook/{namespace}/{name}",
         ))  # fmt: skip
-        scrape = stack.scrape_configs(exporter, url)
+        scrape = stack.scrape_configs(exporter, url, es.enter_context(stack.gpu_agents(workdir, 5)))
         # Rules every 5 s (instead of 30 s) and 1 min rate windows so the demo fills in quickly.
         prom = es.enter_context(
             stack.prometheus(workdir, scrape, stack.fast_rules(workdir, "5s", "1m"), scrape_interval="5s")

@@ -177,7 +177,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "--notebooks.probe-url", url + "/notebook/{namespace}/{name}",
             )
         )  # fmt: skip
-        scrape = harness.scrape_configs(exporter, url)
+        scrape = harness.scrape_configs(exporter, url, es.enter_context(harness.gpu_agents(tmp)))
         prom = es.enter_context(harness.prometheus(tmp, scrape, harness.fast_rules(tmp)))
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

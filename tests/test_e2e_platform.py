@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from exporter.emulator.kubelet import gpus_of
 from exporter.emulator.scenario import SIM
 from exporter.pack import local as harness
 from tests.conftest import Stack, assert_every_query_returns_data, query_panel, scalar
@@ -85,6 +86,37 @@ def test_overview(infra: Stack) -> None:
     assert scalar(run(infra, "ml-platform-overview", "failedRuns")) >= 1  # yesterday's OOM at least
     assert scalar(run(infra, "ml-platform-overview", "componentsDown")) == 1  # kserve
     assert 0 < scalar(run(infra, "ml-platform-overview", "gpuUtil")) < 1
+
+
+def test_gpu_panels_from_the_node_agents_and_dcgm(infra: Stack) -> None:
+    """Per-node figures from the real node role on each simulated GPU node (stub NVML); dcgm-exporter
+    covers the GPUs the agent does not; a GPU both report counts once."""
+    utilisation: dict[str, list[float]] = {}
+    agent_devices: dict[str, list[float]] = {}
+    held: dict[str, float] = {}
+    for pod in pods(infra):
+        if pod["status"].get("phase") != "Running":
+            continue
+        node, namespace = pod["spec"]["nodeName"], pod["metadata"]["namespace"]
+        for _, value, source in gpus_of(pod):
+            utilisation.setdefault(node, []).append(value)
+            held[namespace] = held.get(namespace, 0) + 1
+            if source in ("nvml", "both"):
+                agent_devices.setdefault(node, []).append(value)
+    per_node = {r["metric"]["node"]: float(r["value"][1]) for r in run(infra, "infrastructure-health", "gpuUtilNode")}
+    assert per_node == pytest.approx({node: sum(v) / len(v) for node, v in utilisation.items()})
+    memory = {r["metric"]["node"]: float(r["value"][1]) for r in run(infra, "infrastructure-health", "gpuMemoryNode")}
+    assert memory == pytest.approx({n: sum(int((2 + 30 * u) * 2**30) for u in v) for n, v in agent_devices.items()})
+    power = {r["metric"]["node"]: float(r["value"][1]) for r in run(infra, "infrastructure-health", "gpuPowerNode")}
+    assert power == pytest.approx({n: sum(60 + 340 * u for u in v) for n, v in agent_devices.items()}, abs=0.01)
+    by_namespace = {
+        r["metric"]["namespace"]: float(r["value"][1]) for r in run(infra, "infrastructure-health", "gpusByNamespace")
+    }
+    assert by_namespace == held
+    idle = sum(1 for values in utilisation.values() for u in values if u < 0.05)
+    assert idle >= 1 and scalar(run(infra, "infrastructure-health", "gpusIdle")) == idle
+    assert scalar(run(infra, "infrastructure-health", "gpusDown")) == 0
+    assert scalar(run(infra, "infrastructure-health", "xidErrors")) == 0
 
 
 @pytest.mark.parametrize("dashboard", ["infrastructure-health", "ml-platform-overview"])

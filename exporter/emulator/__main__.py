@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
-from exporter.emulator import jupyter, kubelet, pushgateway, scenario
+from exporter.emulator import gpunode, jupyter, kubelet, pushgateway, scenario
 from exporter.emulator.apiserver import ApiServer, kubeconfig_for
 
 
@@ -32,6 +33,13 @@ async def serve(args: argparse.Namespace) -> None:
     kubelet.add_routes(app, api)
     jupyter.add_routes(app, api)
     pushgateway.add_routes(app)
+    tasks = []
+    if args.gpu_nodes_dir:
+        # The demo's lifecycle puts GPU workers on the first two GPU nodes.
+        later = tuple(scenario.GPU_NODES[:2]) if args.lifecycle else ()
+        nodes = gpunode.GpuNodes(api, Path(args.gpu_nodes_dir), gpunode.agent_nodes(api, later))
+        nodes.start()
+        tasks.append(asyncio.create_task(nodes.run()))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -42,13 +50,15 @@ async def serve(args: argparse.Namespace) -> None:
         with open(args.kubeconfig_out, "w", encoding="utf-8") as handle:
             handle.write(kubeconfig_for(url, args.token or None))
     print(f"emulator listening on {url}", flush=True)
-    tasks = [asyncio.create_task(scenario.lifecycle(api, args.lifecycle))] if args.lifecycle else []
+    if args.lifecycle:
+        tasks.append(asyncio.create_task(scenario.lifecycle(api, args.lifecycle)))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     await stop.wait()
     for task in tasks:
         task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await runner.cleanup()
 
 
@@ -65,6 +75,9 @@ def main() -> int:
     parser.add_argument("--token", default="", help="require this bearer token")
     parser.add_argument("--lifecycle", type=float, default=0.0, help="seconds between demo job steps (0: off)")
     parser.add_argument("--bookmark-interval", type=float, default=5.0)
+    parser.add_argument(
+        "--gpu-nodes-dir", help="simulate the GPU nodes here: <dir>/<node>/nvml.conf and kubelet.sock, <dir>/nodes"
+    )
     asyncio.run(serve(parser.parse_args()))
     return 0
 

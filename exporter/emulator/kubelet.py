@@ -1,9 +1,9 @@
 """A simulated kubelet/GPU-agent scrape target for the emulated cluster's running pods.
 
 `/metrics/cadvisor` serves cAdvisor-shaped container series (CPU, memory, disk and
-network bytes), `/metrics/kube-state-metrics` the pods' limits, `/metrics/nvml` the
-series this project's GPU agent exports, `/metrics/dcgm` NVIDIA dcgm-exporter's
-(utilisation in percent). Rates and levels come from the pods'
+network bytes), `/metrics/kube-state-metrics` the pods' limits, `/metrics/dcgm` NVIDIA
+dcgm-exporter's (utilisation in percent) for the GPUs this exporter's node agent does not cover
+(the agent itself runs for real against the stub NVML: see gpunode.py). Rates and levels come from the pods'
 `sim.ml-observability.io/*` annotations; counters grow with wall-clock time.
 """
 
@@ -20,13 +20,13 @@ from exporter.emulator.scenario import KINDS, SIM
 from exporter.sources import parse_quantity, parse_time, resource_unit
 
 
-def _running_pods(api: ApiServer) -> Iterator[dict[str, Any]]:
+def running_pods(api: ApiServer) -> Iterator[dict[str, Any]]:
     for pod in api.objects(KINDS["Pod"]):
         if (pod.get("status") or {}).get("phase") == "Running":
             yield pod
 
 
-def _gpus(pod: dict[str, Any]) -> list[tuple[str, float, str]]:
+def gpus_of(pod: dict[str, Any]) -> list[tuple[str, float, str]]:
     spec = pod["metadata"].get("annotations", {}).get(SIM + "gpus", "")
     out = []
     for item in filter(None, spec.split(",")):
@@ -41,7 +41,7 @@ def cadvisor(api: ApiServer, now: float) -> str:
         "# TYPE container_cpu_usage_seconds_total counter",
         "# TYPE container_memory_working_set_bytes gauge",
     ]
-    for pod in _running_pods(api):
+    for pod in running_pods(api):
         meta = pod["metadata"]
         notes = meta.get("annotations", {})
         if SIM + "cpu-cores" not in notes:
@@ -98,7 +98,7 @@ def kube_state_metrics(api: ApiServer) -> str:
         notes = meta.get("annotations", {})
         node_name = pod["spec"].get("nodeName", "")
         requests = {"cpu": notes.get(SIM + "cpu-cores"), "memory": notes.get(SIM + "memory-bytes"),
-                    "nvidia.com/gpu": len(_gpus(pod)) or None}  # fmt: skip
+                    "nvidia.com/gpu": len(gpus_of(pod)) or None}  # fmt: skip
         for resource, value in requests.items():
             if value:
                 unit = resource_unit(resource)
@@ -108,7 +108,7 @@ def kube_state_metrics(api: ApiServer) -> str:
         ident = f'namespace="{deploy["metadata"]["namespace"]}",deployment="{deploy["metadata"]["name"]}"'
         lines.append(f"kube_deployment_spec_replicas{{{ident}}} {deploy['spec']['replicas']}")
         lines.append(f"kube_deployment_status_replicas_available{{{ident}}} {deploy['status']['availableReplicas']}")
-    for pod in _running_pods(api):
+    for pod in running_pods(api):
         meta, node = pod["metadata"], pod["spec"].get("nodeName", "")
         for container in pod["spec"]["containers"]:
             for resource, quantity in ((container.get("resources") or {}).get("limits") or {}).items():
@@ -124,7 +124,7 @@ def kube_state_metrics(api: ApiServer) -> str:
 def node_exporter(api: ApiServer, now: float) -> str:
     """node-exporter: CPU busy = the simulated pods' cores on the node + 0.5; a quarter of memory free."""
     busy: dict[str, float] = {}
-    for pod in _running_pods(api):
+    for pod in running_pods(api):
         cores = pod["metadata"].get("annotations", {}).get(SIM + "cpu-cores")
         if cores:
             busy[pod["spec"].get("nodeName", "")] = busy.get(pod["spec"].get("nodeName", ""), 0.0) + float(cores)
@@ -152,27 +152,11 @@ def kubelet_volumes(api: ApiServer) -> str:
     return "\n".join(lines) + "\n"
 
 
-def nvml(api: ApiServer) -> str:
-    info = ["# TYPE ml_gpu_allocation_info gauge"]
-    util = ["# TYPE ml_gpu_utilization_ratio gauge"]
-    for pod in _running_pods(api):
-        meta, node = pod["metadata"], pod["spec"].get("nodeName", "")
-        for index, (uuid, value, source) in enumerate(_gpus(pod)):
-            if source in ("nvml", "both"):
-                info.append(
-                    f'ml_gpu_allocation_info{{namespace="{meta["namespace"]}",pod="{meta["name"]}",'
-                    f'container="{pod["spec"]["containers"][0]["name"]}",node="{node}",uuid="{uuid}",'
-                    f'resource="nvidia.com/gpu"}} 1'
-                )
-                util.append(f'ml_gpu_utilization_ratio{{node="{node}",gpu="{index}",uuid="{uuid}"}} {value}')
-    return "\n".join(info + util) + "\n"
-
-
 def dcgm(api: ApiServer) -> str:
     lines = ["# TYPE DCGM_FI_DEV_GPU_UTIL gauge"]
-    for pod in _running_pods(api):
+    for pod in running_pods(api):
         meta, node = pod["metadata"], pod["spec"].get("nodeName", "")
-        for index, (uuid, value, source) in enumerate(_gpus(pod)):
+        for index, (uuid, value, source) in enumerate(gpus_of(pod)):
             if source in ("dcgm", "both"):
                 lines.append(
                     f'DCGM_FI_DEV_GPU_UTIL{{gpu="{index}",UUID="{uuid}",modelName="NVIDIA A100-SXM4-40GB",'
@@ -196,7 +180,7 @@ def model_servers(api: ApiServer, now: float) -> str:
 
     All series carry namespace and pod, as a PodMonitor's target labels would add them."""
     lines: list[str] = []
-    for pod in _running_pods(api):
+    for pod in running_pods(api):
         meta = pod["metadata"]
         notes = meta.get("annotations", {})
         kind = notes.get(SIM + "model-server")
@@ -225,14 +209,10 @@ def add_routes(app: web.Application, api: ApiServer) -> None:
     async def serve_cadvisor(_: web.Request) -> web.Response:
         return web.Response(text=cadvisor(api, time.time()))
 
-    async def serve_nvml(_: web.Request) -> web.Response:
-        return web.Response(text=nvml(api))
-
     async def serve_dcgm(_: web.Request) -> web.Response:
         return web.Response(text=dcgm(api))
 
     app.router.add_get("/metrics/cadvisor", serve_cadvisor)
-    app.router.add_get("/metrics/nvml", serve_nvml)
     app.router.add_get("/metrics/dcgm", serve_dcgm)
 
     async def serve_ksm(_: web.Request) -> web.Response:

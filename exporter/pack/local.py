@@ -74,7 +74,8 @@ def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> It
 
 @contextlib.contextmanager
 def emulator(tmp: Path, *extra: str) -> Iterator[tuple[str, Path, float]]:
-    """The emulated cluster with the training scenario: (url, kubeconfig path, scenario start time)."""
+    """The emulated cluster: (url, kubeconfig path, scenario start time). Its GPU nodes are
+    simulated under `tmp / "gpu-nodes"` for `gpu_agents`."""
     port = free_port()
     kubeconfig = tmp / "kubeconfig.yaml"
     started = time.time()
@@ -88,6 +89,8 @@ def emulator(tmp: Path, *extra: str) -> Iterator[tuple[str, Path, float]]:
         str(kubeconfig),
         "--bookmark-interval",
         "1",
+        "--gpu-nodes-dir",
+        str(tmp / "gpu-nodes"),
         *extra,
     ]
     with process(args, tmp / "emulator.log") as proc:
@@ -131,8 +134,35 @@ def node_agent(
         yield url
 
 
-def scrape_configs(exporter_url: str, emulator_url: str) -> list[dict[str, Any]]:
-    """How a cluster scrapes the exporter, the kubelet's cAdvisor, the GPU agent and dcgm-exporter."""
+@contextlib.contextmanager
+def gpu_agents(tmp: Path, interval: float = 1.0) -> Iterator[list[str]]:
+    """The node role once per simulated GPU node of `emulator(tmp)`, on the stub NVML library."""
+    from exporter.emulator import gpunode, nvml
+
+    library = nvml.build(tmp / "nvml-stub")
+    nodes_dir = tmp / "gpu-nodes"
+    with contextlib.ExitStack() as stack:
+        urls = [
+            stack.enter_context(
+                node_agent(
+                    tmp,
+                    nodes_dir / node / gpunode.CONFIG,
+                    nodes_dir / node / gpunode.SOCKET,
+                    library_dir=library,
+                    node=node,
+                    interval=interval,
+                )
+            )
+            for node in (nodes_dir / gpunode.NODES_FILE).read_text().split()
+        ]
+        yield urls
+
+
+def scrape_configs(exporter_url: str, emulator_url: str, gpu_agent_urls: list[str]) -> list[dict[str, Any]]:
+    """How a cluster scrapes the exporter, the kubelet's cAdvisor, the GPU agents and dcgm-exporter."""
+    agents = scrape_job("ml-gpu-agent", gpu_agent_urls[0] + "/metrics", honor_labels=True) if gpu_agent_urls else None
+    if agents is not None:
+        agents["static_configs"][0]["targets"] = [urllib.parse.urlparse(u).netloc for u in gpu_agent_urls]
     return [
         scrape_job("ml-workload-exporter", exporter_url + "/metrics", honor_labels=True),
         scrape_job("kubelet-cadvisor", emulator_url + "/metrics/cadvisor", honor_labels=True),
@@ -141,7 +171,7 @@ def scrape_configs(exporter_url: str, emulator_url: str) -> list[dict[str, Any]]
         scrape_job("model-servers", emulator_url + "/metrics/model-servers", honor_labels=True),
         scrape_job("node-exporter", emulator_url + "/metrics/node-exporter", honor_labels=True),
         scrape_job("kubelet-volumes", emulator_url + "/metrics/kubelet-volumes", honor_labels=True),
-        scrape_job("ml-gpu-agent", emulator_url + "/metrics/nvml", honor_labels=True),
+        *([agents] if agents else []),
         # dcgm-exporter as the GPU Operator scrapes it: its own namespace/pod become target labels,
         # so the workload's are renamed exported_namespace/exported_pod.
         scrape_job("nvidia-dcgm-exporter", emulator_url + "/metrics/dcgm", honor_labels=False,
