@@ -33,10 +33,12 @@ test: lint
 	$(PY) -m pytest
 
 generate: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. exporter/podresources/api.proto
 	$(PY) -m exporter.pack generate
 
 bench: $(STAMP) prometheus
 	$(PY) benchmarks/bench_scrape.py
+	$(PY) benchmarks/bench_node.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

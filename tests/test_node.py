@@ -104,7 +104,7 @@ def start_agent(tmp_path: Path, library: Path, kubelet: PodResourcesServer) -> I
             script.write(config)
             url = stack.enter_context(
                 harness.node_agent(tmp_path, config, kubelet.socket, *extra, library_dir=library_dir)
-            )
+            ).url
             return Agent(url, config, script, kubelet, tmp_path / "node-agent-gpu-node-1.log")
 
         yield start
@@ -351,3 +351,33 @@ def test_generated_grpc_code_is_fresh(tmp_path: Path) -> None:
     for name in ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py"):
         fresh = (tmp_path / "exporter" / "podresources" / name).read_text()
         assert fresh == (ROOT / "exporter" / "podresources" / name).read_text(), f"{name} is stale: make generate"
+
+
+def test_gpu_check_script_passes_against_the_stub() -> None:
+    """benchmarks/gpu_check.sh is what runs on a real GPU; against the stub it must pass too."""
+    result = subprocess.run(
+        [str(ROOT / "benchmarks" / "gpu_check.sh"), "--stub", "8", "--polls", "20", "--steady", "1", "--interval", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "gpu check: passed" in result.stdout
+    assert 'ml_gpu_memory_used_bytes{node="gpu-check",gpu="7",uuid="MIG-00000008-b"}' in result.stdout
+    assert "one poll of 10 devices: CPU p50" in result.stdout
+
+
+def test_gpu_check_fails_on_impossible_values() -> None:
+    from exporter.pack.gpu_check import check_ranges
+
+    first = [("ml_gpu_energy_joules_total", {"uuid": "GPU-1"}, 500.0)]
+    second = [
+        ("ml_gpu_info", {"uuid": "GPU-1"}, 1.0),
+        ("ml_gpu_utilization_ratio", {"uuid": "GPU-1"}, 1.7),
+        ("ml_gpu_memory_used_bytes", {"uuid": "GPU-1"}, 5e10),
+        ("ml_gpu_memory_total_bytes", {"uuid": "GPU-1"}, 4e10),
+        ("ml_gpu_energy_joules_total", {"uuid": "GPU-1"}, 400.0),
+        ("ml_exporter_source_up", {"source": "nvml"}, 1.0),
+    ]
+    problems = check_ranges(first, second)
+    assert len(problems) == 3, problems
+    assert any("outside [0, 1]" in p for p in problems)
+    assert any("memory used" in p for p in problems) and any("went down" in p for p in problems)

@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import yaml
 
@@ -110,6 +110,11 @@ def exporter(tmp: Path, kubeconfig: Path, *extra: str, ready: bool = True) -> It
         yield url
 
 
+class NodeAgent(NamedTuple):
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
 def node_agent(
     tmp: Path,
@@ -119,7 +124,7 @@ def node_agent(
     library_dir: Path | None,
     node: str = "gpu-node-1",
     interval: float = 0.2,
-) -> Iterator[str]:
+) -> Iterator[NodeAgent]:
     """The node role against the stub NVML in `library_dir` (None: no NVML library at all)."""
     from exporter.emulator import nvml
 
@@ -131,7 +136,7 @@ def node_agent(
             "--podresources.interval", str(interval), *extra]  # fmt: skip
     with process(args, tmp / f"node-agent-{node}.log", env) as proc:
         wait_for(url + "/readyz", proc=proc)
-        yield url
+        yield NodeAgent(url, proc.pid)
 
 
 @contextlib.contextmanager
@@ -152,7 +157,7 @@ def gpu_agents(tmp: Path, interval: float = 1.0) -> Iterator[list[str]]:
                     node=node,
                     interval=interval,
                 )
-            )
+            ).url
             for node in (nodes_dir / gpunode.NODES_FILE).read_text().split()
         ]
         yield urls

@@ -91,8 +91,37 @@ class Device:
     is_mig: bool = False
     mig_enabled: bool = False  # a physical GPU in MIG mode: memory is reported by its MIG devices
     unsupported: set[str] = field(default_factory=set)
-    pending: concurrent.futures.Future[dict[Family, str]] | None = None
+    stuck: Batch | None = None  # an abandoned batch whose read of this device had not returned
     down: str = ""  # why the device is down ("lost", "timeout", "error"), or ""
+
+    @property
+    def hung(self) -> bool:
+        return self.stuck is not None and self.stuck.current is self
+
+
+class Batch:
+    """Devices read one after another on one worker thread: one thread hand-off per poll.
+
+    When the poll gives up waiting, the batch is abandoned: the device it is stuck on is the hung
+    one, and the thread stops after that read returns, whenever that is."""
+
+    def __init__(self, nvml: Nvml, devices: list[Device]) -> None:
+        self.nvml = nvml
+        self.devices = devices
+        self.current: Device | None = None
+        self.results: dict[Device, dict[Family, str] | Exception] = {}
+        self.abandoned = False
+
+    def run(self) -> None:
+        for device in self.devices:
+            if self.abandoned:
+                break
+            self.current = device
+            try:
+                self.results[device] = self.nvml.read(device)
+            except Exception as exc:  # handed to the event loop as the device's result
+                self.results[device] = exc
+        self.current = None
 
 
 def container_of(procfs: str, pid: int) -> tuple[str, str]:
@@ -348,8 +377,8 @@ class GpuSource:
         self._backoff = 1.0
         for device in found:
             known = self.devices.get(device.uuid)
-            if known is not None and known.pending is not None and not known.pending.done():
-                continue  # still hung: it comes back when its read returns
+            if known is not None and known.hung:
+                continue  # it comes back when its read returns
             device.down = ""
             self.devices[device.uuid] = device
             self.store.put(self._key(device), {c.GPU_INFO: self.nvml.info(device)})
@@ -367,7 +396,7 @@ class GpuSource:
 
     async def _reinitialise(self) -> None:
         """Shut NVML down and start it again, so that a GPU that came back is found."""
-        if any(d.pending is not None and not d.pending.done() for d in self.devices.values()):
+        if any(d.hung for d in self.devices.values()):
             return  # never pull NVML from under a call that has not returned
         self.reinitializations += 1
         if self.xids is not None:
@@ -386,37 +415,29 @@ class GpuSource:
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
 
     async def poll(self) -> None:
-        """Read every device that is not still stuck in an earlier read."""
+        """Read every device but the lost and the hung; a read that hangs is given up on, and the
+        devices after it are read again in a new batch, so one hung GPU does not stall the rest."""
         started = time.perf_counter()
-        waiting: dict[asyncio.Future[dict[Family, str]], Device] = {}
-        for device in self.devices.values():
-            if device.pending is not None and not device.pending.done():
-                continue
-            if device.down == "lost":
-                continue  # only a re-initialisation brings a lost GPU back
-            device.pending = self._pool.submit(self.nvml.read, device)
-            waiting[asyncio.wrap_future(device.pending)] = device
-        if waiting:
-            await asyncio.wait(waiting, timeout=self.options.nvml_timeout)
-        for future, device in waiting.items():
-            if not future.done():
-                self.health.errors["timeout"] += 1
-                if device.down != "timeout":
-                    log.warning("GPU %s (%s): NVML read still running after %ss", device.gpu, device.uuid,
-                                self.options.nvml_timeout)  # fmt: skip
-                self._mark_down(device, "timeout")
-            elif isinstance(future.exception(), GpuLost):
-                self.health.errors["gpu_lost"] += 1
-                log.error("GPU %s (%s) is lost; re-initialising NVML", device.gpu, device.uuid)
-                self._mark_down(device, "lost")
-                self._retry_at = min(self._retry_at, time.monotonic())
-            elif future.exception() is not None:
-                self.health.errors["read_error"] += 1
-                log.error("GPU %s: %s", device.uuid, future.exception())
-                self._mark_down(device, "error")
-            else:
-                device.down = ""
-                self.store.put(self._key(device), self._render(device, future.result()))
+        todo = [d for d in self.devices.values() if d.down != "lost" and not d.hung]
+        while todo:
+            batch = Batch(self.nvml, todo)
+            future = asyncio.wrap_future(self._pool.submit(batch.run))
+            done, _ = await asyncio.wait([future], timeout=self.options.nvml_timeout)
+            if not done:
+                batch.abandoned = True
+            results = dict(batch.results)
+            for device, result in results.items():
+                self._take(device, result)
+            stuck = None if done else batch.current
+            if stuck is None:
+                break
+            stuck.stuck = batch
+            self.health.errors["timeout"] += 1
+            if stuck.down != "timeout":
+                log.warning("GPU %s (%s): NVML read still running after %ss", stuck.gpu, stuck.uuid,
+                            self.options.nvml_timeout)  # fmt: skip
+            self._mark_down(stuck, "timeout")
+            todo = [d for d in todo if d not in results and d is not stuck]
         for what, count in self.nvml.errors.items():
             log.warning("NVML call failed %d time(s): %s", count, what)
             self.health.errors["call_error"] += count
@@ -424,6 +445,20 @@ class GpuSource:
         self.poll_seconds = time.perf_counter() - started
         self.health.tracked = sum(1 for d in self.devices.values() if not d.down)
         self.health.last_sync = time.time()
+
+    def _take(self, device: Device, result: dict[Family, str] | Exception) -> None:
+        if isinstance(result, GpuLost):
+            self.health.errors["gpu_lost"] += 1
+            log.error("GPU %s (%s) is lost; re-initialising NVML", device.gpu, device.uuid)
+            self._mark_down(device, "lost")
+            self._retry_at = min(self._retry_at, time.monotonic())
+        elif isinstance(result, Exception):
+            self.health.errors["read_error"] += 1
+            log.error("GPU %s: %s", device.uuid, result)
+            self._mark_down(device, "error")
+        else:
+            device.down = ""
+            self.store.put(self._key(device), self._render(device, result))
 
     def _render(self, device: Device, readings: dict[Family, str]) -> dict[Family, str]:
         labels = (self.nvml.node, device.gpu, device.uuid)

@@ -1,0 +1,62 @@
+"""Node role CPU: one NVML poll of 8 GPUs (stub library, real pynvml), and steady CPU at a 10 s interval.
+
+The baseline, measured in the same run, is the same readings taken straight through pynvml in one
+loop: the floor any agent written in Python pays. Prints p50/p99 against the DESIGN §7 targets
+(< 5 ms of CPU per poll of 8 GPUs; < 1 % of a core at a 10 s interval). Not a test: no assertions.
+
+    python benchmarks/bench_node.py [--gpus N] [--polls N] [--steady SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from exporter.emulator import nvml as stub
+from exporter.pack import gpu_check, local
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--polls", type=int, default=500)
+    parser.add_argument("--steady", type=float, default=60, help="seconds the agent process is measured")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-node-"))
+    library = stub.build(workdir / "stub")
+    conf = workdir / "nvml.conf"
+    script = gpu_check.stub_script(args.gpus)
+    script.gpus[-1].mig = []  # 8 whole GPUs, as §7 counts them
+    script.write(conf)
+    os.environ["NVML_STUB_CONFIG"] = str(conf)
+    ctypes.CDLL(str(library / stub.LIBRARY))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+
+    polls, devices = gpu_check.poll_cpu_seconds(args.polls)
+    floor = gpu_check.direct_reads_cpu_seconds(args.polls)
+    p50, p99 = statistics.median(polls), statistics.quantiles(polls, n=100)[98]
+    base = statistics.median(floor)
+    print(f"\none poll of {devices} GPUs, CPU time (all threads), {args.polls} polls:")
+    print(f"  agent poll (threaded read, render, store)  p50 {p50 * 1e3:.3f} ms  p99 {p99 * 1e3:.3f} ms")
+    print(f"  baseline: the same reads straight through pynvml  p50 {base * 1e3:.3f} ms")
+    print(f"  ratio agent / baseline: {p50 / base:.2f}x")
+    print(f"  target < 5 ms per poll: {'met' if p99 < 0.005 else 'NOT met'} (p99)")
+
+    with local.node_agent(workdir, conf, workdir / "no-kubelet.sock", library_dir=library, node="bench",
+                          interval=10) as (url, pid):  # fmt: skip
+        ratio = gpu_check.steady_cpu_ratio(url, pid, args.steady)
+    print(f"\nagent process at a 10 s interval, scraped every 15 s, over {args.steady:g} s:")
+    print(f"  {ratio * 100:.3f} % of one core; target < 1 %: {'met' if ratio < 0.01 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
