@@ -16,6 +16,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,6 +42,15 @@ def main() -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
 
     polls, devices = gpu_check.poll_cpu_seconds(args.polls)
+    traced: list[int] = []
+
+    def memory(i: int) -> None:  # Python heap after the first and the last tenth of the polls
+        if i in (args.polls // 10, args.polls - 1):
+            traced.append(tracemalloc.get_traced_memory()[0])
+
+    tracemalloc.start()  # a second run: tracing would distort the CPU figures
+    gpu_check.poll_cpu_seconds(args.polls, on_poll=memory)
+    tracemalloc.stop()
     floor = gpu_check.direct_reads_cpu_seconds(args.polls)
     p50, p99 = statistics.median(polls), statistics.quantiles(polls, n=100)[98]
     base = statistics.median(floor)
@@ -49,12 +59,17 @@ def main() -> int:
     print(f"  baseline: the same reads straight through pynvml  p50 {base * 1e3:.3f} ms")
     print(f"  ratio agent / baseline: {p50 / base:.2f}x")
     print(f"  target < 5 ms per poll: {'met' if p99 < 0.005 else 'NOT met'} (p99)")
+    growth = (traced[1] - traced[0]) / max(args.polls - 1 - args.polls // 10, 1)
+    print(f"  Python heap growth over the last {args.polls - args.polls // 10} polls: {growth:.1f} bytes per poll")
 
     with local.node_agent(workdir, conf, workdir / "no-kubelet.sock", library_dir=library, node="bench",
                           interval=10) as (url, pid):  # fmt: skip
+        rss_start = gpu_check.resident_bytes(pid)
         ratio = gpu_check.steady_cpu_ratio(url, pid, args.steady)
+        rss_end = gpu_check.resident_bytes(pid)
     print(f"\nagent process at a 10 s interval, scraped every 15 s, over {args.steady:g} s:")
     print(f"  {ratio * 100:.3f} % of one core; target < 1 %: {'met' if ratio < 0.01 else 'NOT met'}")
+    print(f"  resident memory {rss_start / 2**20:.1f} MiB at the start, {rss_end / 2**20:.1f} MiB at the end")
     return 0
 
 

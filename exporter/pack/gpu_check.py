@@ -12,6 +12,7 @@ check fails. `benchmarks/gpu_check.sh` wraps it; it finishes in under 5 minutes.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import contextlib
 import ctypes
@@ -93,8 +94,11 @@ def check_ranges(first: list[Sample], second: list[Sample]) -> list[str]:
     return problems  # fmt: skip
 
 
-def poll_cpu_seconds(polls: int, node: str = "gpu-check") -> tuple[list[float], int]:
-    """CPU seconds (all threads of this process) of each of `polls` polls, and the device count."""
+def poll_cpu_seconds(
+    polls: int, node: str = "gpu-check", on_poll: Callable[[int], None] | None = None
+) -> tuple[list[float], int]:
+    """CPU seconds (all threads of this process) of each of `polls` polls, and the device count.
+    `on_poll(i)` runs after each poll, outside the timing."""
     from exporter.sources.nvml import GpuSource
 
     async def run() -> tuple[list[float], int]:
@@ -104,14 +108,16 @@ def poll_cpu_seconds(polls: int, node: str = "gpu-check") -> tuple[list[float], 
         if not source.initialised:
             raise RuntimeError("NVML did not initialise")
         await source.poll()  # the first poll learns what each device does not support
-        times = []
-        for _ in range(polls):
+        times = array.array("d", [0.0]) * polls  # preallocated: the measurement allocates nothing
+        for i in range(polls):
             start = time.process_time()
             await source.poll()
-            times.append(time.process_time() - start)
+            times[i] = time.process_time() - start
+            if on_poll is not None:
+                on_poll(i)
         if source.xids is not None:
             source.xids.stop()
-        return times, len(source.devices)
+        return list(times), len(source.devices)
 
     return asyncio.run(run())
 
@@ -144,6 +150,14 @@ def process_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def resident_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def steady_cpu_ratio(url: str, pid: int, seconds: float, scrape_every: float = 15.0) -> float:

@@ -55,6 +55,7 @@ ECC_TYPES = (
 )
 AGGREGATE = pynvml.NVML_AGGREGATE_ECC  # lifetime counts: they survive driver reloads, so they are counters
 MAX_BACKOFF = 60.0
+WORKERS = 8  # threads for NVML reads; each device stuck in a call holds one
 _MIG_PROFILE = re.compile(r"\bMIG\s+(\S+)")
 _POD_UID = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
 _CONTAINER_ID = re.compile(r"(?:[a-z]+-)?([0-9a-f]{64})(?:\.scope)?$")
@@ -342,7 +343,8 @@ class GpuSource:
         self.initialised = False
         self.reinitializations = 0
         self.poll_seconds = 0.0
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="nvml")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="nvml")
+        self._batches: set[concurrent.futures.Future[None]] = set()  # submitted and not yet returned
         self._backoff = 1.0
         self._retry_at = 0.0
 
@@ -420,8 +422,16 @@ class GpuSource:
         started = time.perf_counter()
         todo = [d for d in self.devices.values() if d.down != "lost" and not d.hung]
         while todo:
+            self._batches = {f for f in self._batches if not f.done()}
+            if len(self._batches) >= WORKERS - 1:  # keep a thread for (re)initialisation
+                for device in todo:  # every thread is stuck in NVML: the driver is wedged
+                    self._mark_down(device, "timeout")
+                self.health.errors["timeout"] += len(todo)
+                break
             batch = Batch(self.nvml, todo)
-            future = asyncio.wrap_future(self._pool.submit(batch.run))
+            submitted = self._pool.submit(batch.run)
+            self._batches.add(submitted)
+            future = asyncio.wrap_future(submitted)
             done, _ = await asyncio.wait([future], timeout=self.options.nvml_timeout)
             if not done:
                 batch.abandoned = True
