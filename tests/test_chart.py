@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,41 @@ def test_containerfile_matches_the_package() -> None:
     assert user not in ("0", "root")
     exposed = {int(p) for ln in lines if ln.startswith("EXPOSE") for p in ln.split()[1:]}
     assert exposed == {config.defaults().web_listen_address[1], 9836}
+
+
+def documented_installs() -> list[tuple[str, dict[str, Any]]]:
+    """Every `helm install` command in the install docs, as the values its --set flags give."""
+    out = []
+    for doc in (ROOT / "README.md", CHART_DIR.parent / "README.md"):
+        text = doc.read_text().replace("\\\n", " ")
+        for line in text.splitlines():
+            if line.strip().startswith("helm install"):
+                values: dict[str, Any] = {}
+                for flag in re.findall(r"--set (\S+)", line):
+                    values = helm_python_merge(values, helm.parse_set_string(flag.strip("'")))
+                out.append((f"{doc.name}: {line.strip()[:60]}", values))
+    return out
+
+
+def helm_python_merge(into: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key] = helm_python_merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def test_documented_install_commands_render_valid_objects() -> None:
+    installs = documented_installs()
+    assert len(installs) >= 4, installs
+    for where, values in installs:
+        chart().validate_schema(values)
+        docs = render(values)
+        assert of_kind(docs, "Deployment"), where
+    block = re.search(r"```yaml\n(apiVersion: argoproj.io.*?)```", (CHART_DIR.parent / "README.md").read_text(), re.S)
+    assert block is not None
+    argo = yaml.safe_load(block.group(1))
+    values = argo["spec"]["source"]["helm"]["valuesObject"]
+    assert one(render(values), "ClusterRole")
+    assert argo["spec"]["source"]["path"] == str(CHART_DIR.relative_to(ROOT))
