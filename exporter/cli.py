@@ -45,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--version" in argv:
         print(f"ml-workload-exporter {__version__}")
         return 0
+    if argv[:1] == ["demo"]:
+        from exporter import demo
+
+        return demo.main(list(argv[1:]))
     try:
         cfg = config.load(argv)
     except config.ConfigError as exc:

@@ -1,10 +1,12 @@
-"""`make demo`: the cluster role against a simulated cluster, with Prometheus and the recording rules.
+"""`make demo` / `ml-workload-exporter demo`: the whole pack on a simulated cluster.
 
-Starts the Kubernetes API emulator (training jobs that keep being created, run and
-finish; workbenches, one idle with a GPU), the exporter against it through a
-kubeconfig with the notebook activity probe on, a simulated kubelet/GPU target
-and Jupyter servers, and Prometheus evaluating the pack's rules; then prints where to look and,
-every `--report` seconds, what each dashboard in dashboards/ shows.
+Starts the Kubernetes API emulator with the workload simulator (exporter/emulator/simulator.py:
+training jobs created, run, restarted and finished; a workbench busy, idle, culled and started again;
+model servers under changing traffic; GPUs with utilisation patterns through the stub NVML library),
+the exporter in both roles (the cluster role against the emulator through a kubeconfig, the node role
+once per simulated GPU node), simulated kubelet/kube-state-metrics/dcgm-exporter targets and Jupyter
+servers, and Prometheus evaluating the pack's rules. Then it prints where to look and, every
+`--report` seconds, what each dashboard in dashboards/ shows. Ctrl-C stops every process it started.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -78,11 +81,32 @@ def oom_kill_todays_run(api: str) -> None:
     print("(today's pipeline run: preprocess was just OOM-killed)", flush=True)
 
 
+@contextlib.contextmanager
+def progress(label: str) -> Iterator[None]:
+    """One line per start-up step: what starts, then how long it took."""
+    print(f"  starting {label:38}", end="", flush=True)
+    begun = time.monotonic()
+    yield
+    print(f" ready ({time.monotonic() - begun:.1f} s)", flush=True)
+
+
+def report(prom: str, started: float) -> None:
+    """The overview's key numbers first, then every other dashboard's panels."""
+    paths = sorted(DASHBOARDS_DIR.glob("*.yaml"), key=lambda p: p.stem != "ml-platform-overview")
+    for path in paths:
+        dashboard = yaml.safe_load(path.read_text())
+        title = perses.dashboard_spec(dashboard)["display"]["name"]
+        print(f"{title}, last hour (t+{time.monotonic() - started:.0f}s):", flush=True)
+        print(dashboard_report(prom, dashboard), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exporter.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ml-workload-exporter demo", description=__doc__)
     parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
     parser.add_argument("--report", type=float, default=30, help="seconds between dashboard reports")
-    parser.add_argument("--lifecycle", type=float, default=15, help="seconds between simulated job steps")
+    parser.add_argument("--lifecycle", type=float, default=15, help="seconds between simulated lifecycle steps")
+    parser.add_argument("--scale", type=int, default=0, help="add 20 x SCALE training jobs and 10 x SCALE notebooks")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the workload simulator")
     args = parser.parse_args(argv)
 
     stopping = False
@@ -94,30 +118,39 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     workdir = Path(tempfile.mkdtemp(prefix="ml-exporter-demo-"))
+    print(f"ML workload exporter demo (logs and data in {workdir})", flush=True)
     with contextlib.ExitStack() as es:
-        url, kubeconfig, _ = es.enter_context(stack.emulator(workdir, "--lifecycle", str(args.lifecycle)))
-        exporter = es.enter_context(stack.exporter(
-            workdir, kubeconfig, "--notebooks.probe", "true", "--notebooks.probe-interval", "10",
-            "--notebooks.probe-url", url + "/notebook/{namespace}/{name}",
-        ))  # fmt: skip
-        scrape = stack.scrape_configs(exporter, url, es.enter_context(stack.gpu_agents(workdir, 5)))
-        # Rules every 5 s (instead of 30 s) and 1 min rate windows so the demo fills in quickly.
-        prom = es.enter_context(
-            stack.prometheus(workdir, scrape, stack.fast_rules(workdir, "5s", "1m"), scrape_interval="5s")
-        )
+        with progress("Kubernetes API emulator and simulator"):
+            url, kubeconfig, _ = es.enter_context(stack.emulator(
+                workdir, "--lifecycle", str(args.lifecycle), "--scale", str(args.scale), "--seed", str(args.seed)
+            ))  # fmt: skip
+        with progress("exporter, cluster role"):
+            exporter = es.enter_context(stack.exporter(
+                workdir, kubeconfig, "--notebooks.probe", "true", "--notebooks.probe-interval", "10",
+                "--notebooks.probe-url", url + "/notebook/{namespace}/{name}",
+            ))  # fmt: skip
+        with progress("exporter, node role on each GPU node"):
+            agents = es.enter_context(stack.gpu_agents(workdir, 5))
+        scrape = stack.scrape_configs(exporter, url, agents)
+        with progress("Prometheus with the recording rules"):
+            # Rules every 5 s (instead of 30 s) and 1 min rate windows so the demo fills in quickly.
+            prom = es.enter_context(
+                stack.prometheus(workdir, scrape, stack.fast_rules(workdir, "5s", "1m"), scrape_interval="5s")
+            )
         print(
             f"""
-ML workload exporter demo is running (logs and data in {workdir}).
+ML workload exporter demo is running.
 
   exporter metrics   {exporter}/metrics   (ready: {exporter}/readyz)
+  GPU node agents    {", ".join(a + "/metrics" for a in agents)}
   Kubernetes API     {url}   (kubeconfig: {kubeconfig})
   Prometheus         {prom}/graph
   dashboards         dashboards/*.yaml (PersesDashboards; every panel queries recorded series)
 
 Try in Prometheus:  namespace_status:ml_training_jobs:count
-                    namespace_job_name:ml_training_job_cpu_usage_cores:sum_rate5m
+                    namespace_pod_container:ml_gpu_utilization:avg
                     namespace_notebook:ml_notebook_idle_seconds:max
-Stop with Ctrl-C.
+The first report comes in {min(args.report, 20):g} s. Stop with Ctrl-C.
 """,
             flush=True,
         )
@@ -129,13 +162,10 @@ Stop with Ctrl-C.
                 oom_at = 0
                 oom_kill_todays_run(url)
             if time.monotonic() >= next_report:
-                for path in sorted(DASHBOARDS_DIR.glob("*.yaml")):
-                    dashboard = yaml.safe_load(path.read_text())
-                    title = perses.dashboard_spec(dashboard)["display"]["name"]
-                    print(f"{title}, last hour (t+{time.monotonic() - started:.0f}s):", flush=True)
-                    print(dashboard_report(prom, dashboard), flush=True)
+                report(prom, started)
                 next_report += args.report
             time.sleep(0.5)
+        print("stopping: Prometheus, the exporters and the emulator", flush=True)
     print("demo stopped", flush=True)
     return 0
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import signal
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
-from exporter.emulator import gpunode, jupyter, kubelet, pushgateway, scenario
+from exporter.emulator import gpunode, jupyter, kubelet, pushgateway, scenario, simulator
 from exporter.emulator.apiserver import ApiServer, kubeconfig_for
 
 
@@ -29,6 +30,8 @@ async def serve(args: argparse.Namespace) -> None:
     kinds = {kind for kind, _ in objs} | set(scenario.KINDS.values())
     api = ApiServer(kinds, token=args.token or None, bookmark_interval=args.bookmark_interval)
     scenario.load(api, objs)
+    if args.scale:
+        simulator.add_scale(api, args.scale, random.Random(args.seed))
     app = api.app()
     kubelet.add_routes(app, api)
     jupyter.add_routes(app, api)
@@ -37,7 +40,8 @@ async def serve(args: argparse.Namespace) -> None:
     if args.gpu_nodes_dir:
         # The demo's lifecycle puts GPU workers on the first two GPU nodes.
         later = tuple(scenario.GPU_NODES[:2]) if args.lifecycle else ()
-        nodes = gpunode.GpuNodes(api, Path(args.gpu_nodes_dir), gpunode.agent_nodes(api, later))
+        pattern = 30 * args.lifecycle  # GPUs follow utilisation waves in the demo, stay fixed in tests
+        nodes = gpunode.GpuNodes(api, Path(args.gpu_nodes_dir), gpunode.agent_nodes(api, later), pattern)
         nodes.start()
         tasks.append(asyncio.create_task(nodes.run()))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -51,7 +55,7 @@ async def serve(args: argparse.Namespace) -> None:
             handle.write(kubeconfig_for(url, args.token or None))
     print(f"emulator listening on {url}", flush=True)
     if args.lifecycle:
-        tasks.append(asyncio.create_task(scenario.lifecycle(api, args.lifecycle)))
+        tasks.append(asyncio.create_task(simulator.run(api, args.lifecycle, args.seed)))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -73,7 +77,9 @@ def main() -> int:
     )
     parser.add_argument("--kubeconfig-out", help="write a kubeconfig for the emulator here")
     parser.add_argument("--token", default="", help="require this bearer token")
-    parser.add_argument("--lifecycle", type=float, default=0.0, help="seconds between demo job steps (0: off)")
+    parser.add_argument("--lifecycle", type=float, default=0.0, help="seconds between simulator steps (0: off)")
+    parser.add_argument("--scale", type=int, default=0, help="add 20 x SCALE training jobs and 10 x SCALE notebooks")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the simulator")
     parser.add_argument("--bookmark-interval", type=float, default=5.0)
     parser.add_argument(
         "--gpu-nodes-dir", help="simulate the GPU nodes here: <dir>/<node>/nvml.conf and kubelet.sock, <dir>/nodes"

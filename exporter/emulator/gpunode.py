@@ -9,7 +9,9 @@ The node role then runs once per node, exactly as in a cluster, against `<dir>/<
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,8 +35,11 @@ def agent_nodes(api: ApiServer, extra: tuple[str, ...] = ()) -> list[str]:
 
 
 class GpuNodes:
-    def __init__(self, api: ApiServer, directory: Path, nodes: list[str]) -> None:
+    def __init__(self, api: ApiServer, directory: Path, nodes: list[str], pattern: float = 0) -> None:
+        """`pattern`: 0 keeps each GPU at its pod's utilisation; else the period in seconds of a wave
+        each GPU follows around it (its own phase), as training steps and evaluation alternate."""
         self.api = api
+        self.pattern = pattern
         self.directory = directory
         self.nodes = nodes
         self.started = time.time()
@@ -56,9 +61,13 @@ class GpuNodes:
             if node not in devices:
                 continue
             container = pod["spec"]["containers"][0]["name"]
-            for uuid, utilization, source in gpus_of(pod):
+            for uuid, base, source in gpus_of(pod):
                 if source not in ("nvml", "both"):
                     continue
+                utilization = base
+                if self.pattern:
+                    phase = zlib.crc32(uuid.encode()) % 628 / 100
+                    utilization = min(1.0, base * (0.6 + 0.4 * math.sin(2 * math.pi * elapsed / self.pattern + phase)))
                 index = len(devices[node])
                 power_mw = int((60 + 340 * utilization) * 1000)
                 devices[node].append(nvml.StubGpu(

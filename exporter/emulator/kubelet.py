@@ -9,6 +9,7 @@ dcgm-exporter's (utilisation in percent) for the GPUs this exporter's node agent
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -175,6 +176,18 @@ def _histogram(name: str, labels: str, bounds: tuple[float, ...], low: float, co
     return out
 
 
+def requests_served(notes: dict[str, str], elapsed: float) -> float:
+    """Requests since the pod started. With a `traffic-wave` ("period,amplitude") the rate follows
+    rps * (1 + a sin(2 pi t / period)); the counter is its integral, so it never goes down."""
+    rps = float(notes[SIM + "requests-per-s"])
+    wave = notes.get(SIM + "traffic-wave")
+    if not wave:
+        return rps * elapsed
+    period, amplitude = (float(v) for v in wave.split(","))
+    omega = 2 * math.pi / period
+    return rps * (elapsed + amplitude / omega * (1 - math.cos(omega * elapsed)))
+
+
 def model_servers(api: ApiServer, now: float) -> str:
     """vLLM- and prometheus_client-shaped model-server metrics of the pods that simulate one.
 
@@ -187,7 +200,7 @@ def model_servers(api: ApiServer, now: float) -> str:
         if not kind:
             continue
         started = parse_time(pod["status"].get("startTime")) or now
-        n = float(notes[SIM + "requests-per-s"]) * max(now - started, 0.0)
+        n = requests_served(notes, max(now - started, 0.0))
         err = float(notes[SIM + "error-ratio"])
         base = f'namespace="{meta["namespace"]}",pod="{meta["name"]}"'
         if kind == "vllm":

@@ -394,10 +394,12 @@ def load(api: ApiServer, objs: list[tuple[ResourceKind, dict[str, Any]]]) -> Non
 
 
 async def lifecycle(api: ApiServer, interval: float = 15.0, seed: int = 1) -> None:
-    """Demo traffic: new PyTorchJobs go pending -> running (with pods) -> succeeded or failed."""
+    """Demo traffic: new PyTorchJobs go pending -> running (with pods) -> succeeded or failed; one in
+    four restarts once on the way (a worker died), which delays its end by two steps."""
     rng = random.Random(seed)
     kind = KINDS["PyTorchJob"]
     live: list[tuple[str, str, int]] = []  # (namespace, name, age in steps)
+    restarted: set[str] = set()
     for n in itertools.count(1):
         ns = rng.choice(("team-a", "team-b"))
         name = f"demo-run-{n}"
@@ -426,9 +428,17 @@ async def lifecycle(api: ApiServer, interval: float = 15.0, seed: int = 1) -> No
                             gpus=f"GPU-demo-{n:04d}-{i}={rng.uniform(0.1, 0.95):.2f}@nvml",
                         ),
                     )
-            if age == 4:
+            if age == 3 and rng.random() < 0.25:
+                restarted.add(job)
+                api.apply(kind, v1_job("PyTorchJob", ns_, job, "restarting", started=2 * interval + 1,
+                                       replicas={"Worker": {"active": 1, "failed": 1}}))  # fmt: skip
+            if age == 5 and job in restarted:
+                api.apply(kind, v1_job("PyTorchJob", ns_, job, "running", started=4 * interval + 1,
+                                       replicas={"Worker": {"active": 2}}))  # fmt: skip
+            if age == (6 if job in restarted else 4):
+                restarted.discard(job)
                 state = "succeeded" if rng.random() < 0.8 else "failed"
-                run_for = 3 * interval
+                run_for = (age - 1) * interval
                 api.apply(
                     kind,
                     v1_job(
