@@ -141,6 +141,22 @@ for _source in sorted(MONITORS_DIR.glob("model-servers-*.yaml")):
     ARTEFACTS[CHART_FILES / "model-servers" / _source.name] = _copy(_source)
 
 
+def _dashboard_doc(source: Path) -> Callable[[], str]:
+    from exporter.pack import reference
+
+    return lambda: reference.dashboard_doc(source)
+
+
+def _recording_rules_doc() -> str:
+    from exporter.pack import reference
+
+    return reference.recording_rules_doc()
+
+
+ARTEFACTS[DOCS_DIR / "recording-rules.md"] = _recording_rules_doc
+for _source in sorted(DASHBOARDS_DIR.glob("*.yaml")):
+    ARTEFACTS[DOCS_DIR / "dashboards" / f"{_source.stem}.md"] = _dashboard_doc(_source)
+
 MANIFESTS_DIR = ROOT / "helm" / "manifests"
 MANIFEST_NAMESPACE = "ml-observability"
 MANIFEST_VALUES: dict[str, dict[str, object]] = {
