@@ -438,6 +438,18 @@ SOURCE_LAST_SYNC = Family(
     "When the source last completed a full list of all its resources.",
     ("source",),
 )
+SOURCE_SERIES = Family(
+    "ml_exporter_source_series",
+    "gauge",
+    "Series the source holds now (its objects' lines; see --limits.series-per-source).",
+    ("source",),
+)
+SERIES_DROPPED = Family(
+    "ml_exporter_series_dropped_total",
+    "counter",
+    "Series not served because the source reached --limits.series-per-source.",
+    ("source",),
+)
 RESOURCE_INSTALLED = Family(
     "ml_exporter_resource_installed",
     "gauge",
@@ -567,6 +579,8 @@ FAMILIES: tuple[Family, ...] = (
     SOURCE_UP,
     SOURCE_SYNCED,
     SOURCE_LAST_SYNC,
+    SOURCE_SERIES,
+    SERIES_DROPPED,
     RESOURCE_INSTALLED,
     TRACKED_OBJECTS,
     WATCH_EVENTS,

@@ -102,6 +102,12 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
+def _nonnegative_int(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
 def _bool(value: str) -> bool:
     if value.lower() in ("true", "1", "yes", "on"):
         return True
@@ -236,6 +242,13 @@ OPTIONS = (
         r"nvidia\.com/(gpu|gpu\.shared|mig-.+)",
         "node role: extended-resource names (a regular expression) whose devices are GPUs",
     ),
+    Option(
+        "limits.series-per-source",
+        _nonnegative_int,
+        "500000",
+        "most series one cluster-role source may hold; objects beyond are dropped and counted "
+        "(ml_exporter_series_dropped_total); 0: no limit",
+    ),
     Option("log.level", _choice(LOG_LEVELS), "info", "log level"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
@@ -271,6 +284,7 @@ class Config:
     podresources_interval: float
     podresources_timeout: float
     podresources_resources: str
+    limits_series_per_source: int
     log_level: str
 
 

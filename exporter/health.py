@@ -10,7 +10,7 @@ from prometheus_client import ProcessCollector
 
 from exporter import __version__, catalogue
 from exporter.exposition import Family
-from exporter.store import Store
+from exporter.store import SeriesLimit, Store
 
 
 @dataclass
@@ -34,6 +34,7 @@ class SourceHealth:
     def __init__(self, name: str) -> None:
         self.name = name
         self.resources: list[ResourceHealth] = []
+        self.limit: SeriesLimit | None = None
 
     def resource(self, resource: str) -> ResourceHealth:
         health = ResourceHealth(self.name, resource)
@@ -84,6 +85,9 @@ class HealthRegistry:
             add(catalogue.SOURCE_SYNCED, (src.name,), 1 if src.synced else 0)
             if src.last_sync:
                 add(catalogue.SOURCE_LAST_SYNC, (src.name,), src.last_sync)
+            if src.limit is not None:
+                add(catalogue.SOURCE_SERIES, (src.name,), src.limit.series)
+                add(catalogue.SERIES_DROPPED, (src.name,), src.limit.dropped)
             for r in src.resources:
                 key = (src.name, r.resource)
                 add(catalogue.RESOURCE_INSTALLED, key, 1 if r.installed else 0)

@@ -59,3 +59,38 @@ class Store:
                 out.append(family.header_openmetrics if openmetrics else family.header_text)
                 out.extend(objs.values())
         return out
+
+
+class SeriesLimit:
+    """A store as one source sees it, holding at most `limit` series of that source.
+
+    An object whose series would go over the limit is not stored (a previous version of it is
+    removed, never served stale), and its series are counted in `dropped`: a runaway source (a
+    controller creating objects in a loop) cannot grow the exporter's memory or Prometheus's
+    cardinality without bound, and the others keep serving.
+    """
+
+    def __init__(self, store: Store, limit: int) -> None:
+        self.store = store
+        self.limit = limit
+        self.series = 0
+        self.dropped = 0
+        self._count: dict[str, int] = {}
+
+    def put(self, key: str, rendered: Mapping[Family, str | bytes]) -> None:
+        lines = sum(v.count("\n") if isinstance(v, str) else v.count(b"\n") for v in rendered.values())
+        previous = self._count.get(key, 0)
+        if self.series - previous + lines > self.limit:
+            self.delete(key)
+            self.dropped += lines
+            return
+        self.store.put(key, rendered)
+        self.series += lines - previous
+        self._count[key] = lines
+
+    def delete(self, key: str) -> None:
+        self.series -= self._count.pop(key, 0)
+        self.store.delete(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.store

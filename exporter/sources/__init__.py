@@ -11,7 +11,7 @@ from typing import Any
 from exporter.config import Config, defaults
 from exporter.health import HealthRegistry
 from exporter.kube import KubeClient, ResourceKind
-from exporter.store import Store
+from exporter.store import SeriesLimit, Store
 from exporter.watch import Handler, MalformedObject, NamespaceScope, Reflector, WatchSettings
 
 
@@ -30,8 +30,10 @@ class WatchSource:
         options: Config | None = None,
     ) -> None:
         self.options = options or defaults()
-        self.store = store
         self.health = registry.source(self.name)
+        self.store: Store | SeriesLimit = store
+        if self.options.limits_series_per_source:
+            self.store = self.health.limit = SeriesLimit(store, self.options.limits_series_per_source)
         self.client = client
         self.scope = scope
         self.settings = settings

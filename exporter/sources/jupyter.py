@@ -24,7 +24,7 @@ from exporter import catalogue as c
 from exporter.config import Config
 from exporter.exposition import Family
 from exporter.sources import parse_time
-from exporter.store import Store
+from exporter.store import SeriesLimit, Store
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class ProbeFailure(Exception):
 
 
 class ActivityProbe:
-    def __init__(self, store: Store, options: Config) -> None:
+    def __init__(self, store: Store | SeriesLimit, options: Config) -> None:
         self.store = store
         self.url_template = options.notebooks_probe_url
         self.interval = options.notebooks_probe_interval
