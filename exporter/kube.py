@@ -27,11 +27,20 @@ class KubeConfigError(Exception):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, body: str = "") -> None:
+    def __init__(self, status: int, reason: str, body: str = "", retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {reason}")
         self.status = status
         self.reason = reason
         self.body = body
+        self.retry_after = retry_after  # seconds the server asked us to wait (429/503 Retry-After)
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After", "")
+    try:
+        return min(max(float(value), 0.0), 300.0)
+    except ValueError:
+        return None  # absent, or an HTTP date (the API server sends seconds)
 
 
 class WatchExpired(Exception):
@@ -208,7 +217,8 @@ class KubeClient:
         async with session.get(self._host + path, **self._request_kwargs(params or {}, timeout)) as resp:
             body = await resp.read()
             if resp.status != 200:
-                raise ApiError(resp.status, resp.reason or "", body[:500].decode("utf-8", "replace"))
+                raise ApiError(resp.status, resp.reason or "", body[:500].decode("utf-8", "replace"),
+                               _retry_after(resp.headers))  # fmt: skip
             return orjson.loads(body)
 
     async def watch(self, path: str, params: Mapping[str, str], read_timeout: float) -> AsyncIterator[dict[str, Any]]:
@@ -218,7 +228,8 @@ class KubeClient:
         async with session.get(self._host + path, **self._request_kwargs(query, read_timeout)) as resp:
             if resp.status != 200:
                 body = await resp.read()
-                raise ApiError(resp.status, resp.reason or "", body[:500].decode("utf-8", "replace"))
+                raise ApiError(resp.status, resp.reason or "", body[:500].decode("utf-8", "replace"),
+                               _retry_after(resp.headers))  # fmt: skip
             buffer = b""
             # Split on newlines ourselves: objects can exceed aiohttp's line-length limit.
             async for chunk in resp.content.iter_any():

@@ -60,8 +60,9 @@ class Backoff:
     def reset(self) -> None:
         self.delay = self.initial
 
-    async def sleep(self) -> None:
-        await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))  # full jitter, half floor
+    async def sleep(self, at_least: float | None = None) -> None:
+        """Wait the jittered delay, or longer when the server said how long (Retry-After)."""
+        await asyncio.sleep(max(self.delay * random.uniform(0.5, 1.0), at_least or 0.0))  # jitter, half floor
         self.delay = min(self.delay * 2, self.maximum)
 
 
@@ -117,7 +118,7 @@ class Reflector:
                 self.health.restarts["error"] += 1
                 self.health.up = False
                 log.warning("%s: API error %s %s", self.kind, exc.status, exc.reason)
-                await backoff.sleep()
+                await backoff.sleep(exc.retry_after)
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 self.health.errors["timeout"] += 1
                 self.health.restarts["timeout"] += 1

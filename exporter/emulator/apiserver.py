@@ -40,6 +40,7 @@ class Fault:
     delay: float = 0.0
     after_events: int = 0
     watch: bool | None = None
+    retry_after: float | None = None  # with kind "status": send Retry-After (seconds)
 
     def matches(self, path: str, is_watch: bool) -> bool:
         return (
@@ -220,7 +221,7 @@ class ApiServer:
 
     # -- HTTP --------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=3 * 2**20)  # etcd takes objects up to 1.5 MiB
         app.router.add_get("/version", self._version)
         app.router.add_post("/_emulator/faults", self._add_fault)
         app.router.add_post("/_emulator/compact", self._compact)
@@ -276,7 +277,10 @@ class ApiServer:
             if fault.kind == "slow":
                 await asyncio.sleep(fault.delay)
             elif fault.kind == "status":
-                return _status(fault.status, "InjectedFault", f"injected HTTP {fault.status}")
+                response = _status(fault.status, "InjectedFault", f"injected HTTP {fault.status}")
+                if fault.retry_after is not None:
+                    response.headers["Retry-After"] = f"{fault.retry_after:g}"
+                return response
             elif fault.kind == "gone" and not is_watch:
                 return _status(410, "Expired", "injected: the resourceVersion is too old")
             elif fault.kind == "drop" and not is_watch:

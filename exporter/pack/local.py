@@ -44,6 +44,19 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5
         return exc.code, exc.read()
 
 
+def http_request(url: str, data: bytes | None = None, method: str = "GET", timeout: float = 10.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def http_post(url: str, data: bytes) -> tuple[int, bytes]:
+    return http_request(url, data, "POST")
+
+
 def wait_for(url: str, timeout: float = 20.0, status: int = 200, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -73,10 +86,10 @@ def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> It
 
 
 @contextlib.contextmanager
-def emulator(tmp: Path, *extra: str) -> Iterator[tuple[str, Path, float]]:
+def emulator(tmp: Path, *extra: str, port: int | None = None) -> Iterator[tuple[str, Path, float]]:
     """The emulated cluster: (url, kubeconfig path, scenario start time). Its GPU nodes are
     simulated under `tmp / "gpu-nodes"` for `gpu_agents`."""
-    port = free_port()
+    port = port or free_port()
     kubeconfig = tmp / "kubeconfig.yaml"
     started = time.time()
     args = [
