@@ -27,6 +27,7 @@ from exporter.sources.serving import ServingSource
 from exporter.sources.training import TrainingSource
 from exporter.store import Store
 from exporter.watch import NAMESPACES, NamespaceScope, Reflector, WatchSettings
+from exporter.websecurity import KubernetesAuth, ReloadingCertificate
 
 log = logging.getLogger("exporter")
 
@@ -61,7 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if cfg.role == "node":
-        return _serve(run_node(cfg, node_name(cfg)))
+        node_access = None
+        if cfg.web_auth == "kubernetes":  # the node role calls the API only to review scrapes' tokens
+            try:
+                node_access = load_configuration(cfg.kubeconfig, cfg.kube_context)
+            except KubeConfigError as exc:
+                print(f"ml-workload-exporter: {exc}", file=sys.stderr)
+                return 2
+        return _serve(run_node(cfg, node_name(cfg), node_access))
     try:
         kube_access = load_configuration(cfg.kubeconfig, cfg.kube_context)
     except KubeConfigError as exc:
@@ -88,13 +96,19 @@ def node_name(cfg: config.Config) -> str:
     return name
 
 
-async def run_node(cfg: config.Config, node: str) -> None:
-    """The node role: GPUs through NVML and their pods through PodResources; no Kubernetes API."""
+async def run_node(cfg: config.Config, node: str, access: KubeAccess | None = None) -> None:
+    """The node role: GPUs through NVML and their pods through PodResources; the Kubernetes API
+    only with --web.auth=kubernetes, to review the scrapes' tokens."""
     store = Store(catalogue.FAMILIES)
     registry = HealthRegistry(cfg.role)
     gpus = GpuSource(store, registry, cfg, node)
     allocations = PodResourcesSource(store, registry, cfg, node)
-    await _run(cfg, store, registry, [gpus.run(), allocations.run()], f"node {node}")
+    client = KubeClient(access) if access is not None else None
+    try:
+        await _run(cfg, store, registry, [gpus.run(), allocations.run()], f"node {node}", client)
+    finally:
+        if client is not None:
+            await client.close()
 
 
 async def run_cluster(cfg: config.Config, kube_access: KubeAccess) -> None:
@@ -115,7 +129,7 @@ async def run_cluster(cfg: config.Config, kube_access: KubeAccess) -> None:
         tasks.append(asyncio.create_task(namespace_reflector.run()))
     sources = [SOURCES[name](store, registry, client, scope, settings, cfg) for name in cfg.sources]
     try:
-        await _run(cfg, store, registry, [*tasks, *(source.run() for source in sources)], client.host)
+        await _run(cfg, store, registry, [*tasks, *(source.run() for source in sources)], client.host, client)
     finally:
         await client.close()
 
@@ -126,13 +140,26 @@ async def _run(
     registry: HealthRegistry,
     jobs: Sequence[Coroutine[Any, Any, None] | asyncio.Task[None]],
     against: str,
+    client: KubeClient | None = None,
 ) -> None:
-    """Serve HTTP and run the sources until SIGTERM or SIGINT."""
-    runner = web.AppRunner(make_app(store, registry, cfg.web_telemetry_path), access_log=None, handle_signals=False)
+    """Serve HTTP (over TLS, with token review, when asked) and run the sources until SIGTERM or SIGINT."""
+    middlewares = []
+    if cfg.web_auth == "kubernetes":
+        assert client is not None
+        middlewares.append(KubernetesAuth(client).middleware())
+    jobs = list(jobs)
+    certificate = None
+    if cfg.web_tls_cert_file and cfg.web_tls_key_file:
+        certificate = ReloadingCertificate(cfg.web_tls_cert_file, cfg.web_tls_key_file)
+        jobs.append(certificate.watch())
+    app = make_app(store, registry, cfg.web_telemetry_path, middlewares)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = cfg.web_listen_address
-    await web.TCPSite(runner, host, port).start()
-    log.info("serving on %s:%d%s (%s)", host, port, cfg.web_telemetry_path, against)
+    await web.TCPSite(runner, host, port, ssl_context=certificate.context if certificate else None).start()
+    scheme = "https" if certificate else "http"
+    log.info("serving on %s://%s:%d%s (%s; auth: %s)", scheme, host, port, cfg.web_telemetry_path, against,
+             cfg.web_auth)  # fmt: skip
 
     tasks = [job if isinstance(job, asyncio.Task) else asyncio.create_task(job) for job in jobs]
     stop = asyncio.Event()

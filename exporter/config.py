@@ -162,6 +162,15 @@ OPTIONS = (
     Option("kube.context", str, None, "kubeconfig context to use (default: the current context)"),
     Option("web.listen-address", _listen_address, "0.0.0.0:9835", "address to serve /metrics, /healthz, /readyz"),
     Option("web.telemetry-path", _path, "/metrics", "path under which to expose metrics"),
+    Option("web.tls-cert-file", _file, None, "serve over TLS with this certificate (PEM); reloaded when it changes"),
+    Option("web.tls-key-file", _file, None, "the private key of --web.tls-cert-file (PEM)"),
+    Option(
+        "web.auth",
+        _choice(("none", "kubernetes")),
+        "none",
+        "none, or kubernetes: a scrape needs a bearer token that TokenReview accepts and that SubjectAccessReview "
+        "allows to get the path (as kube-rbac-proxy does)",
+    ),
     Option("sources", _csv_choice(CLUSTER_SOURCES), ",".join(CLUSTER_SOURCES), "comma-separated sources to run"),
     Option("namespaces", _namespaces, None, "comma-separated namespaces to watch (default: all)"),
     Option(
@@ -261,6 +270,9 @@ class Config:
     kube_context: str | None
     web_listen_address: tuple[str, int]
     web_telemetry_path: str
+    web_tls_cert_file: str | None
+    web_tls_key_file: str | None
+    web_auth: str
     sources: tuple[str, ...]
     namespaces: tuple[str, ...] | None
     namespace_selector: str | None
@@ -334,6 +346,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             values[option.attr] = option.parse(value)
         except ValueError as exc:
             problems.append(f"{option.name} ({where}): {exc}")
+    if bool(values.get("web_tls_cert_file")) != bool(values.get("web_tls_key_file")):
+        problems.append("web.tls-cert-file and web.tls-key-file: set both or neither")
     if values.get("namespaces") and values.get("namespace_selector"):
         problems.append("namespaces and namespace-selector: set one of them, not both")
     if problems:

@@ -202,6 +202,17 @@ class KubeClient:
             headers["Authorization"] = token
         return headers
 
+    async def create(self, path: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """POST an object (a review) and return the API server's answer."""
+        kwargs = self._request_kwargs({}, timeout)
+        kwargs["headers"]["Content-Type"] = "application/json"
+        async with self._get_session().post(self._host + path, data=orjson.dumps(body), **kwargs) as resp:
+            payload = await resp.read()
+            if resp.status not in (200, 201):
+                raise ApiError(resp.status, resp.reason or "", payload[:500].decode("utf-8", "replace"))
+            answer = orjson.loads(payload)
+            return answer if isinstance(answer, dict) else {}
+
     def _request_kwargs(self, params: Mapping[str, str], read_timeout: float) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "params": dict(params),

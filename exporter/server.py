@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.health import HealthRegistry
@@ -57,7 +59,9 @@ def _gzip(body: bytes) -> bytes:
     return compressor.compress(body) + compressor.flush()
 
 
-def make_app(store: Store, registry: HealthRegistry, telemetry_path: str = "/metrics") -> web.Application:
+def make_app(
+    store: Store, registry: HealthRegistry, telemetry_path: str = "/metrics", middlewares: Sequence[Middleware] = ()
+) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         registry.refresh(store)
@@ -85,7 +89,7 @@ def make_app(store: Store, registry: HealthRegistry, telemetry_path: str = "/met
             text=f"ml-workload-exporter\n{telemetry_path}  metrics\n/healthz  liveness\n/readyz   readiness\n"
         )
 
-    app = web.Application()
+    app = web.Application(middlewares=list(middlewares))
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

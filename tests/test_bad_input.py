@@ -194,3 +194,21 @@ def test_series_limit_drops_and_counts_what_is_over() -> None:
         reflector.handler.delete(f"uid-job-{n}")
     reflector._apply(job("late"))
     assert 'job_name="late"' in exposition(store) and 0 < limit.series <= 40
+
+
+def test_only_allowlisted_labels_and_annotations_are_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A label, an annotation or an environment variable the exporter does not name never shows up."""
+    secret = "s3cr3t-VALUE-never-exported"
+    monkeypatch.setenv("DB_PASSWORD", secret)
+    store = Store(catalogue.FAMILIES)
+    for source in sources(store):
+        for reflector in source.reflectors:
+            for n, obj in enumerate(fixtures().get(reflector.kind, [])):
+                obj = with_uid(obj, f"uid-{reflector.kind.plural}-{n}")
+                obj["metadata"].setdefault("labels", {})["leak.example.com/token"] = secret
+                obj["metadata"].setdefault("annotations", {})["leak.example.com/password"] = secret
+                obj["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = secret
+                reflector._apply(obj)
+    text = exposition(store)
+    assert text.count("\n") > 100  # every source rendered its objects
+    assert secret not in text

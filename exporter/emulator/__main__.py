@@ -28,7 +28,9 @@ async def serve(args: argparse.Namespace) -> None:
     if args.scenario in ("default", "platform"):
         objs += scenario.platform_scenario()[0]
     kinds = {kind for kind, _ in objs} | set(scenario.KINDS.values())
-    api = ApiServer(kinds, token=args.token or None, bookmark_interval=args.bookmark_interval)
+    users = dict(item.split("=", 1) for item in args.user)
+    api = ApiServer(kinds, token=args.token or None, bookmark_interval=args.bookmark_interval, users=users,
+                    metrics_readers=set(args.metrics_reader))  # fmt: skip
     scenario.load(api, objs)
     if args.scale:
         simulator.add_scale(api, args.scale, random.Random(args.seed))
@@ -77,6 +79,20 @@ def main() -> int:
     )
     parser.add_argument("--kubeconfig-out", help="write a kubeconfig for the emulator here")
     parser.add_argument("--token", default="", help="require this bearer token")
+    parser.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="TOKEN=NAME",
+        help="TokenReview: this bearer token is this user (repeatable)",
+    )
+    parser.add_argument(
+        "--metrics-reader",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="SubjectAccessReview: this user may get /metrics (repeatable)",
+    )
     parser.add_argument("--lifecycle", type=float, default=0.0, help="seconds between simulator steps (0: off)")
     parser.add_argument("--scale", type=int, default=0, help="add 20 x SCALE training jobs and 10 x SCALE notebooks")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the simulator")

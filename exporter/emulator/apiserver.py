@@ -106,8 +106,15 @@ class ApiServer:
         token: str | None = None,
         history: int = 10_000,
         bookmark_interval: float = 5.0,
+        users: dict[str, str] | None = None,
+        metrics_readers: set[str] | None = None,
     ) -> None:
+        """`users`: bearer token -> user name, for TokenReview; `metrics_readers`: the users a
+        SubjectAccessReview allows to get non-resource URLs (a ClusterRole on /metrics)."""
         self.token = token
+        self.users = users or {}
+        self.metrics_readers = metrics_readers or set()
+        self.reviews: list[str] = []  # "TokenReview" / "SubjectAccessReview" per review asked, for tests
         self.started = time.time()
         self.history_limit = history
         self.bookmark_interval = bookmark_interval
@@ -225,9 +232,33 @@ class ApiServer:
         app.router.add_get("/version", self._version)
         app.router.add_post("/_emulator/faults", self._add_fault)
         app.router.add_post("/_emulator/compact", self._compact)
+        app.router.add_get("/_emulator/reviews", self._reviews_asked)
+        app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
+        app.router.add_post("/apis/authorization.k8s.io/v1/subjectaccessreviews", self._access_review)
         app.router.add_route("*", r"/api/{version}/{rest:.*}", self._core)
         app.router.add_route("*", r"/apis/{group}/{version}/{rest:.*}", self._grouped)
         return app
+
+    async def _reviews_asked(self, _: web.Request) -> web.Response:
+        return web.json_response(self.reviews)
+
+    async def _token_review(self, request: web.Request) -> web.Response:
+        self.reviews.append("TokenReview")
+        review = await request.json()
+        user = self.users.get(review.get("spec", {}).get("token", ""))
+        review["status"] = {"authenticated": True, "user": {"username": user, "groups": ["system:authenticated"]}} \
+            if user else {"authenticated": False}  # fmt: skip
+        return web.json_response(review, status=201)
+
+    async def _access_review(self, request: web.Request) -> web.Response:
+        self.reviews.append("SubjectAccessReview")
+        review = await request.json()
+        spec = review.get("spec", {})
+        allowed = (
+            spec.get("user") in self.metrics_readers and spec.get("nonResourceAttributes", {}).get("verb") == "get"
+        )
+        review["status"] = {"allowed": allowed}
+        return web.json_response(review, status=201)
 
     async def _version(self, _: web.Request) -> web.Response:
         return web.json_response({"major": "1", "minor": "31", "gitVersion": "v1.31.0-emulator"})
