@@ -42,6 +42,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "perses-v1alpha1": {
         "perses": {"dashboards": {"apiVersion": "perses.dev/v1alpha1"}, "datasource": {"enabled": True}}
     },
+    "secured": {
+        "openshift": {"enabled": True, "monitoring": "platform"},
+        "web": {"tls": {"openshiftServiceCA": True}, "auth": "kubernetes"},
+    },
     "everything": {
         "cluster": {
             "replicas": 2,
@@ -360,3 +364,33 @@ def test_documented_install_commands_render_valid_objects() -> None:
     values = argo["spec"]["source"]["helm"]["valuesObject"]
     assert one(render(values), "ClusterRole")
     assert argo["spec"]["source"]["path"] == str(CHART_DIR.relative_to(ROOT))
+
+
+def test_tls_and_token_review_when_asked_for() -> None:
+    docs = render(SCENARIOS["secured"])
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--web.auth=kubernetes" in container["args"]
+    assert "--web.tls-cert-file=/etc/ml-workload-exporter/tls/tls.crt" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert container["volumeMounts"] == [
+        {"name": "tls", "mountPath": "/etc/ml-workload-exporter/tls", "readOnly": True}
+    ]
+    service = one(docs, "Service", "-cluster")
+    secret = service["metadata"]["annotations"]["service.beta.openshift.io/serving-cert-secret-name"]
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"] == secret
+    endpoint = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https" and endpoint["bearerTokenFile"].endswith("serviceaccount/token")
+    assert endpoint["tlsConfig"]["serverName"] == f"ml-workload-exporter-cluster.{NAMESPACE}.svc"
+    # The only write verbs anywhere: creating the two reviews, and only with --web.auth=kubernetes.
+    writes = {(g, r) for d in of_kind(docs, "ClusterRole") for rule in d["rules"] if "create" in rule.get("verbs", [])
+              for g in rule.get("apiGroups", []) for r in rule.get("resources", [])}  # fmt: skip
+    assert writes == {("authentication.k8s.io", "tokenreviews"), ("authorization.k8s.io", "subjectaccessreviews")}
+    reader = one(docs, "ClusterRole", "-metrics-reader")
+    assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    binding = one(docs, "ClusterRoleBinding", "-metrics-reader")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "openshift-monitoring"}
+    ]
+    plain = render({})
+    assert not [r for d in of_kind(plain, "ClusterRole") for r in d["rules"] if "create" in r.get("verbs", [])]
+    assert "scheme" not in one(plain, "ServiceMonitor")["spec"]["endpoints"][0]

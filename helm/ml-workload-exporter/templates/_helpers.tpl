@@ -61,3 +61,12 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The Secret holding the cluster role's serving certificate, or "" for plain HTTP. */}}
+{{- define "mlwe.tlsSecret" -}}
+{{- if .Values.web.tls.openshiftServiceCA -}}
+{{ include "mlwe.fullname" . }}-tls
+{{- else -}}
+{{ .Values.web.tls.secretName }}
+{{- end -}}
+{{- end -}}
