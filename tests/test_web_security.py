@@ -113,3 +113,19 @@ def test_kubernetes_auth_reviews_the_token_and_the_path(tmp_path: Path) -> None:
         # Answers are cached: five more scrapes cost no further reviews.
         assert json.loads(local.http_get(url + "/_emulator/reviews")[1]) == asked
         assert asked.count("TokenReview") == 3 and asked.count("SubjectAccessReview") == 2
+
+
+def test_a_broken_renewal_keeps_the_certificate_in_use(tmp_path: Path, pki: Path) -> None:
+    from exporter.websecurity import ReloadingCertificate
+
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    shutil.copy(pki / "server.crt", cert)
+    shutil.copy(pki / "server.key", key)
+    certificate = ReloadingCertificate(str(cert), str(key))
+    assert certificate.check() is False  # nothing changed
+    shutil.copy(pki / "other.key", key)  # a key that does not match the certificate
+    assert certificate.check() is False and certificate.reloads == 0
+    renewed_cert, renewed_key = issue_server_certificate(pki, "renewed-again")
+    shutil.copy(renewed_cert, cert)
+    shutil.copy(renewed_key, key)
+    assert certificate.check() is True and certificate.reloads == 1
