@@ -269,82 +269,33 @@ def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
-    d = tmp_path_factory.mktemp("pki")
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=emulator-ca",
-        cwd=d,
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name, cn in (("server", "127.0.0.1"), ("client", "system:serviceaccount:monitoring:ml-exporter")):
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={cn}",
-            cwd=d,
-        )
-        extra = ["-extfile", "san.ext"] if name == "server" else []
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "1",
-            *extra,
-            cwd=d,
-        )
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "other.key",
-        "-out",
-        "other.crt",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=someone-else",
-        cwd=d,
-    )
-    return d
+def self_signed(directory: Path, name: str, cn: str) -> None:
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt",
+            "-days", "1", "-subj", f"/CN={cn}", cwd=directory)  # fmt: skip
+
+
+def issue_certificate(pki: Path, name: str, cn: str, server: bool = True) -> tuple[Path, Path]:
+    """A certificate from the test CA (for 127.0.0.1 when `server`): (certificate, key)."""
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={cn}", cwd=pki)  # fmt: skip
+    extra = ["-extfile", "san.ext"] if server else []
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "1", *extra, cwd=pki)  # fmt: skip
+    return pki / f"{name}.crt", pki / f"{name}.key"
 
 
 def issue_server_certificate(pki: Path, name: str) -> tuple[Path, Path]:
-    """Another server certificate for 127.0.0.1 from the test CA: (certificate, key)."""
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", "/CN=127.0.0.1", cwd=pki)  # fmt: skip
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.crt", "-days", "1", "-extfile", "san.ext", cwd=pki)  # fmt: skip
-    return pki / f"{name}.crt", pki / f"{name}.key"
+    return issue_certificate(pki, name, "127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1, a client certificate and an unrelated self-signed
+    pair (other.crt/other.key), made with openssl."""
+    d = tmp_path_factory.mktemp("pki")
+    self_signed(d, "ca", "emulator-ca")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    issue_certificate(d, "server", "127.0.0.1")
+    issue_certificate(d, "client", "system:serviceaccount:monitoring:ml-exporter", server=False)
+    self_signed(d, "other", "someone-else")
+    return d
