@@ -420,6 +420,13 @@ BUILD_INFO = Family(
     "Exporter build facts; value 1.",
     ("version", "python_version", "role"),
 )
+SHARD_ORDINAL = Family(
+    "ml_exporter_shard_ordinal",
+    "gauge",
+    "This cluster-role instance's shard (it serves the namespaces whose hash modulo total shards is this).",
+    (),
+)
+TOTAL_SHARDS = Family("ml_exporter_total_shards", "gauge", "How many cluster-role instances split the namespaces.", ())
 SOURCE_UP = Family(
     "ml_exporter_source_up",
     "gauge",
@@ -576,6 +583,8 @@ FAMILIES: tuple[Family, ...] = (
     GPU_PROCESS_MEMORY,
     GPU_ALLOCATION_INFO,
     BUILD_INFO,
+    SHARD_ORDINAL,
+    TOTAL_SHARDS,
     SOURCE_UP,
     SOURCE_SYNCED,
     SOURCE_LAST_SYNC,

@@ -118,7 +118,8 @@ async def run_cluster(cfg: config.Config, kube_access: KubeAccess) -> None:
         page_size=cfg.watch_page_size, watch_timeout=cfg.watch_timeout, absent_retry=cfg.watch_absent_retry
     )
     client = KubeClient(kube_access)
-    scope = NamespaceScope(list(cfg.namespaces or ()), cfg.namespace_selector)
+    scope = NamespaceScope(list(cfg.namespaces or ()), cfg.namespace_selector, (cfg.shard, cfg.total_shards))
+    registry.shard = (cfg.shard, cfg.total_shards)
     tasks: list[asyncio.Task[None]] = []
     if cfg.namespace_selector:
         ns_health = registry.source("namespaces").resource("namespaces")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,19 @@ def _nonnegative_int(value: str) -> int:
     return int(value)
 
 
+def _shard(value: str) -> int:
+    if value == "auto":
+        # A StatefulSet pod is <name>-<ordinal>, and its host name is the pod's name.
+        name = os.environ.get("POD_NAME") or socket.gethostname()
+        match = re.search(r"-(\d+)$", name)
+        if not match:
+            raise ValueError(f"auto: {name!r} does not end in -<ordinal> (run as a StatefulSet, or set POD_NAME)")
+        return int(match.group(1))
+    if not value.isdigit():
+        raise ValueError(f"{value!r} is not a shard number or auto")
+    return int(value)
+
+
 def _bool(value: str) -> bool:
     if value.lower() in ("true", "1", "yes", "on"):
         return True
@@ -179,6 +193,13 @@ OPTIONS = (
         None,
         "watch only namespaces matching this label selector, e.g. opendatahub.io/dashboard=true",
     ),
+    Option(
+        "shard",
+        _shard,
+        "0",
+        "this instance's shard (0 .. total-shards-1), or auto: the ordinal of a StatefulSet pod's name",
+    ),
+    Option("total-shards", _positive_int, "1", "cluster role: how many instances split the namespaces"),
     Option("watch.page-size", _positive_int, "500", "objects per page of a list request"),
     Option("watch.timeout", _seconds(1), "300", "server-side watch timeout in seconds (jittered up to 2x)"),
     Option(
@@ -276,6 +297,8 @@ class Config:
     sources: tuple[str, ...]
     namespaces: tuple[str, ...] | None
     namespace_selector: str | None
+    shard: int
+    total_shards: int
     watch_page_size: int
     watch_timeout: float
     watch_absent_retry: float
@@ -346,6 +369,9 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             values[option.attr] = option.parse(value)
         except ValueError as exc:
             problems.append(f"{option.name} ({where}): {exc}")
+    shard, total = values.get("shard"), values.get("total_shards")
+    if isinstance(shard, int) and isinstance(total, int) and shard >= total:
+        problems.append(f"shard: {shard} is not below total-shards ({total})")
     if bool(values.get("web_tls_cert_file")) != bool(values.get("web_tls_key_file")):
         problems.append("web.tls-cert-file and web.tls-key-file: set both or neither")
     if values.get("namespaces") and values.get("namespace_selector"):

@@ -58,6 +58,7 @@ class HealthRegistry:
     def __init__(self, role: str) -> None:
         self.role = role
         self.sources: list[SourceHealth] = []
+        self.shard: tuple[int, int] | None = None  # (ordinal, total) of a sharded cluster role
         self._process = ProcessCollector(registry=None)
 
     def source(self, name: str) -> SourceHealth:
@@ -73,6 +74,10 @@ class HealthRegistry:
         """Render the exporter's own series into the store (a few dozen lines per scrape)."""
         build = catalogue.BUILD_INFO.sample((__version__, platform.python_version(), self.role), 1)
         store.put("_self/build", {catalogue.BUILD_INFO: build})
+        if self.shard is not None:
+            ordinal, total = self.shard
+            store.put("_self/shard", {catalogue.SHARD_ORDINAL: catalogue.SHARD_ORDINAL.sample((), ordinal),
+                                      catalogue.TOTAL_SHARDS: catalogue.TOTAL_SHARDS.sample((), total)})  # fmt: skip
         for src in self.sources:
             lines: dict[Family, list[str]] = {}
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -304,9 +305,12 @@ class NamespaceScope:
     of namespaces that left are dropped and those of newcomers are picked up.
     """
 
-    def __init__(self, namespaces: list[str] | None = None, selector: str | None = None) -> None:
+    def __init__(
+        self, namespaces: list[str] | None = None, selector: str | None = None, shard: tuple[int, int] = (0, 1)
+    ) -> None:
         self.namespaces = namespaces or []
         self.selector = selector
+        self.shard, self.total_shards = shard
         self.allowed: set[str] = set()
         self._names_by_uid: dict[str, str] = {}
         self._reflectors: list[Reflector] = []
@@ -316,12 +320,31 @@ class NamespaceScope:
 
     @property
     def watch_namespaces(self) -> list[str | None]:
-        return list(self.namespaces) if self.namespaces else [None]
+        if self.namespaces:
+            return [ns for ns in self.namespaces if self.owns(ns)]
+        return [None]
+
+    @property
+    def owns_singletons(self) -> bool:
+        """Cluster-scoped objects and fixed-namespace watches belong to shard 0 only."""
+        return self.shard == 0
+
+    def owns(self, namespace: str) -> bool:
+        """Whether this shard serves `namespace`. Shards split by namespace: every join the sources
+        make (a job and its pods, an InferenceService and its pods' version) stays on one shard."""
+        return self.total_shards == 1 or zlib.crc32(namespace.encode()) % self.total_shards == self.shard
 
     def accept(self) -> Callable[[dict[str, Any]], bool] | None:
-        if not self.selector:
+        if not self.selector and self.total_shards == 1:
             return None
-        return lambda obj: obj.get("metadata", {}).get("namespace") in self.allowed
+
+        def accept(obj: dict[str, Any]) -> bool:
+            namespace = obj.get("metadata", {}).get("namespace")
+            if not isinstance(namespace, str):
+                return False
+            return (not self.selector or namespace in self.allowed) and self.owns(namespace)
+
+        return accept
 
     def register(self, reflector: Reflector) -> None:
         self._reflectors.append(reflector)

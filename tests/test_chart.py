@@ -42,6 +42,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "perses-v1alpha1": {
         "perses": {"dashboards": {"apiVersion": "perses.dev/v1alpha1"}, "datasource": {"enabled": True}}
     },
+    "sharded": {"cluster": {"shards": 3}},
     "secured": {
         "openshift": {"enabled": True, "monitoring": "platform"},
         "web": {"tls": {"openshiftServiceCA": True}, "auth": "kubernetes"},
@@ -394,3 +395,14 @@ def test_tls_and_token_review_when_asked_for() -> None:
     plain = render({})
     assert not [r for d in of_kind(plain, "ClusterRole") for r in d["rules"] if "create" in r.get("verbs", [])]
     assert "scheme" not in one(plain, "ServiceMonitor")["spec"]["endpoints"][0]
+
+
+def test_sharded_cluster_role_is_a_statefulset_of_shards() -> None:
+    docs = render(SCENARIOS["sharded"])
+    assert of_kind(docs, "Deployment") == []
+    statefulset = one(docs, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 3
+    assert statefulset["spec"]["serviceName"] == one(docs, "Service", "-cluster")["metadata"]["name"]
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    assert {"--shard=auto", "--total-shards=3"} <= set(container["args"])
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]

@@ -54,6 +54,8 @@ class WatchSource:
         selectors = ",".join(filter(None, (label_selector, field_selector)))
         resource = f"{kind}[{selectors}]" if selectors else str(kind)
         unscoped = bool(namespace) or not kind.namespaced
+        if unscoped and not self.scope.owns_singletons:
+            return  # another shard serves cluster-scoped and fixed-namespace objects
         for ns in [namespace] if namespace else ([None] if not kind.namespaced else self.scope.watch_namespaces):
             reflector = Reflector(
                 self.client,
