@@ -37,8 +37,7 @@ generate: $(STAMP)
 	$(PY) -m exporter.pack generate
 
 bench: $(STAMP) prometheus
-	$(PY) benchmarks/bench_scrape.py
-	$(PY) benchmarks/bench_node.py
+	$(PY) -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

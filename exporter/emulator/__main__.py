@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import signal
 import sys
@@ -27,6 +28,9 @@ async def serve(args: argparse.Namespace) -> None:
         objs += scenario.serving_scenario()[0]
     if args.scenario in ("default", "platform"):
         objs += scenario.platform_scenario()[0]
+    if args.objects:  # JSON lines {"kind": "<Kind>", "object": {...}} (the scale benchmarks' cluster)
+        with open(args.objects, encoding="utf-8") as handle:
+            objs += [(scenario.KINDS[entry["kind"]], entry["object"]) for entry in map(json.loads, handle)]
     kinds = {kind for kind, _ in objs} | set(scenario.KINDS.values())
     users = dict(item.split("=", 1) for item in args.user)
     api = ApiServer(kinds, token=args.token or None, bookmark_interval=args.bookmark_interval, users=users,
@@ -78,6 +82,7 @@ def main() -> int:
         default="default",
     )
     parser.add_argument("--kubeconfig-out", help="write a kubeconfig for the emulator here")
+    parser.add_argument("--objects", help='also load these objects: JSON lines {"kind": ..., "object": ...}')
     parser.add_argument("--token", default="", help="require this bearer token")
     parser.add_argument(
         "--user",

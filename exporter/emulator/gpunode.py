@@ -82,6 +82,7 @@ class GpuNodes:
         self.allocations = allocations
 
     def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
         for node in self.nodes:
             self.path(node, CONFIG).parent.mkdir(parents=True, exist_ok=True)
         self.refresh()
