@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from benchmarks import bench_cluster, bench_node, bench_scrape
+from benchmarks import bench_cluster, bench_dashboards, bench_node, bench_scrape
 from benchmarks.results import RESULTS, Figure, write
 
 
@@ -24,6 +24,7 @@ def main() -> int:
         ("Scrape: 100k series, store against prometheus_client", bench_scrape.run),
         ("Cluster role on the synthetic cluster", lambda: bench_cluster.run(args.factor)),
         ("Node role: NVML polls (stub library, real pynvml)", bench_node.run),
+        ("Dashboards on a real Prometheus with 24 h of data: recorded against raw", bench_dashboards.run),
     ]
     for title, bench in benches:
         print(f"== {title}", flush=True)

@@ -1,0 +1,279 @@
+"""What the dashboards cost on a real Prometheus holding 24 h of data, recorded against raw.
+
+1. Harvest one scrape of every target of the local stack (the emulator with `--scale`, the cluster
+   role, the node role on every simulated GPU node, the simulated kubelet, kube-state-metrics,
+   node-exporter, dcgm-exporter and model servers), labelled as Prometheus would label them.
+2. Write 24 h of those series at a 5 min resolution: gauges as they are, counters growing steadily.
+   Turn them into TSDB blocks with `promtool tsdb create-blocks-from openmetrics`.
+3. Evaluate the recording rules over the 24 h with `promtool tsdb create-blocks-from rules`, one
+   dependency level at a time: a rule that reads recorded series needs them in the TSDB first.
+   Rate windows shorter than 15 min become 15 min, so a 5 min resolution fills them.
+4. Time every query of every dashboard at 1 h, 24 h and 7 d ranges, as Perses asks for it (a range
+   query of about 200 steps). Time it again with every recorded series inlined back into the raw
+   expression it records, which is what the panel would cost without the rules.
+
+    python -m benchmarks.bench_dashboards [--scale 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.results import Figure
+from exporter.exposition import escape_label_value, format_value
+from exporter.pack import DASHBOARDS_DIR, ROOT, local, perses
+
+STEP = 300  # seconds between samples
+DAY = 86400
+WINDOW = "15m"  # the shortest rate window, so that a 5 min resolution always has samples in it
+RANGES = {"1h": 3600, "24h": DAY, "7d": 7 * DAY}
+COUNTER_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
+Series = tuple[str, tuple[tuple[str, str], ...], float, bool]  # name, labels, value, is a counter
+
+
+def harvest(tmp: Path, scale: int) -> list[Series]:
+    """One scrape of every target, with the labels Prometheus's scrape configs would give them."""
+    out: list[Series] = []
+    with contextlib.ExitStack() as stack:
+        url, kubeconfig, _ = stack.enter_context(local.emulator(tmp, "--scale", str(scale)))
+        exporter = stack.enter_context(local.exporter(tmp, kubeconfig))
+        agents = stack.enter_context(local.gpu_agents(tmp))
+        time.sleep(3)  # the agents' first polls and the PodResources answers
+        for job in local.scrape_configs(exporter, url, agents):
+            for config in job["static_configs"]:
+                for target in config["targets"]:
+                    status, body = local.http_get(f"http://{target}{job['metrics_path']}")
+                    assert status == 200, (job["job_name"], status)
+                    out += _label(body.decode(), job, target, config.get("labels", {}))
+    return out
+
+
+def _label(text: str, job: dict[str, Any], target: str, target_labels: dict[str, str]) -> list[Series]:
+    extra = {"job": job["job_name"], "instance": target, **target_labels}
+    out = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            labels = dict(sample.labels)
+            for key, value in extra.items():
+                if key in labels:
+                    if job["honor_labels"]:
+                        continue  # the scraped label wins
+                    labels[f"exported_{key}"] = labels.pop(key)  # as Prometheus renames a conflict
+                labels[key] = value
+            counter = family.type in ("counter", "histogram", "summary") or sample.name.endswith(COUNTER_SUFFIXES)
+            out.append((sample.name, tuple(sorted(labels.items())), float(sample.value), counter))
+    return out
+
+
+def write_openmetrics(series: list[Series], path: Path, start: int, end: int) -> int:
+    samples = 0
+    by_name: dict[str, list[Series]] = {}
+    for s in series:
+        by_name.setdefault(s[0], []).append(s)
+    with path.open("w") as out:
+        for name, rows in by_name.items():
+            for _, labels, value, counter in rows:
+                selector = name + "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels) + "}"
+                if not math.isfinite(value):
+                    continue
+                for t in range(start, end + 1, STEP):
+                    v = value * (t - start + STEP) / (end - start + STEP) if counter else value
+                    out.write(f"{selector} {format_value(v)} {t}\n")
+                    samples += 1
+        out.write("# EOF\n")
+    return samples
+
+
+def rule_levels() -> list[list[dict[str, str]]]:
+    """Every recording rule, windows widened to 15 min, grouped by how many recorded series deep it reads."""
+    rules: dict[str, str] = {}
+    for path in sorted((ROOT / "recording_rules").glob("*.rules.yaml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                rules[rule["record"]] = re.sub(r"\[(\d+)([sm])\]", _widen, rule["expr"])
+    level: dict[str, int] = {}
+
+    def depth(record: str, seen: tuple[str, ...] = ()) -> int:
+        if record not in level:
+            inputs = [n for n in perses.series_in(rules[record]) if n in rules and n not in seen]
+            level[record] = 1 + max((depth(n, (*seen, record)) for n in inputs), default=-1)
+        return level[record]
+
+    for record in rules:
+        depth(record)
+    out: list[list[dict[str, str]]] = [[] for _ in range(max(level.values()) + 1)]
+    for record, expr in rules.items():
+        out[level[record]].append({"record": record, "expr": expr})
+    return out
+
+
+def _widen(match: re.Match[str]) -> str:
+    seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+    return f"[{WINDOW}]" if seconds < 900 else match.group(0)
+
+
+def inline(query: str, rules: dict[str, str]) -> str:
+    """The query with every recorded series replaced by the raw expression it records (recursively).
+    Label matchers on a recorded series are dropped: with the dashboards' defaults they match all."""
+    pattern = re.compile(r"(?<![\w:])(" + "|".join(map(re.escape, sorted(rules, key=len, reverse=True)))
+                         + r")(\{[^}]*\})?(\[[^\]]*\])?(?![\w:])")  # fmt: skip
+
+    def expand(text: str, depth: int = 0) -> str:
+        def one(m: re.Match[str]) -> str:
+            body = "(" + expand(rules[m.group(1)], depth + 1) + ")"
+            return f"{body}{m.group(3)[:-1]}:{STEP}s]" if m.group(3) else body
+
+        return pattern.sub(one, text) if depth < 12 else text
+
+    return expand(query)
+
+
+@contextlib.contextmanager
+def prometheus(data: Path, log: Path) -> Iterator[str]:
+    port = local.free_port()
+    args = ["prometheus", f"--storage.tsdb.path={data}", f"--web.listen-address=127.0.0.1:{port}",
+            "--config.file=/dev/null", "--query.lookback-delta=6m", "--storage.tsdb.retention.time=30d",
+            "--log.level=warn"]  # fmt: skip
+    with local.process(args, log) as proc:
+        local.wait_for(f"http://127.0.0.1:{port}/-/ready", timeout=120, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+
+
+def promtool(*args: str) -> None:
+    result = subprocess.run(["promtool", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"promtool {' '.join(args[:3])}: {result.stderr[-2000:]}")
+
+
+def move_blocks(source: Path, data: Path) -> int:
+    moved = 0
+    for block in source.iterdir():
+        if (block / "meta.json").exists():
+            shutil.move(str(block), data / block.name)
+            moved += 1
+    return moved
+
+
+def timed_range(prom: str, query: str, end: int, seconds: int, repeat: int = 3) -> tuple[float, int, int] | None:
+    """(seconds Prometheus spent evaluating, samples it read): its own figures (stats=all), without
+    the HTTP round trip. Samples read is the cost measure that noise cannot move."""
+    params = urllib.parse.urlencode({"query": query, "start": end - seconds, "end": end, "stats": "all",
+                                     "step": max(seconds // 200, 15)})  # fmt: skip
+    times, samples = [], 0
+    for _ in range(repeat):
+        status, body = local.http_get(f"{prom}/api/v1/query_range?{params}", timeout=120)
+        answer = json.loads(body)
+        if status != 200 or answer.get("status") != "success":
+            return None
+        stats = answer["data"]["stats"]
+        times.append(float(stats["timings"]["execTotalTime"]))
+        samples = int(stats["samples"]["totalQueryableSamples"])
+    return statistics.median(times), samples, len(answer["data"]["result"])
+
+
+def run(scale: int = 5) -> list[Figure]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-dashboards-"))
+    try:
+        return _run(tmp, scale)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(tmp: Path, scale: int) -> list[Figure]:
+    began = time.monotonic()
+    series = harvest(tmp, scale)
+    end = (int(time.time()) - 3600) // STEP * STEP  # an hour back: the TSDB head takes no older samples
+    start = end - DAY
+    data = tmp / "data"
+    data.mkdir()
+    samples = write_openmetrics(series, tmp / "raw.om", start, end)
+    promtool("tsdb", "create-blocks-from", "openmetrics", "-q", str(tmp / "raw.om"), str(data))
+    (tmp / "raw.om").unlink()
+    levels = rule_levels()
+    rules = {r["record"]: r["expr"] for level in levels for r in level}
+    print(f"dashboards: {len(series):,} raw series, {samples:,} samples over 24 h; {len(rules)} rules in "
+          f"{len(levels)} dependency levels", flush=True)  # fmt: skip
+    for n, level in enumerate(levels):
+        (tmp / f"level{n}.yaml").write_text(yaml.safe_dump({"groups": [{"name": f"level{n}", "interval": f"{STEP}s",
+                                                                         "rules": level}]}))  # fmt: skip
+        with prometheus(data, tmp / "prometheus.log") as prom:
+            out = tmp / f"out{n}"
+            promtool("tsdb", "create-blocks-from", "rules", "-q", f"--start={start}", f"--end={end}", f"--url={prom}",
+                     f"--output-dir={out}", str(tmp / f"level{n}.yaml"))  # fmt: skip
+        move_blocks(out, data)
+    backfill = time.monotonic() - began
+    figures = [Figure("raw series / samples loaded (24 h at 5 min)", f"{len(series):,} / {samples:,}", "10k+ series",
+                      len(series) >= 10_000),
+               Figure("harvest, blocks and rule backfill", f"{backfill:.0f} s", "", None)]  # fmt: skip
+    with prometheus(data, tmp / "prometheus.log") as prom:
+        for path in sorted(DASHBOARDS_DIR.glob("*.yaml")):
+            figures += _dashboard(prom, path, rules, end)
+    return figures
+
+
+def _dashboard(prom: str, path: Path, rules: dict[str, str], end: int) -> list[Figure]:
+    dashboard = yaml.safe_load(path.read_text())
+    spec = perses.dashboard_spec(dashboard)
+    values = {v["spec"]["name"]: ".*" for v in spec.get("variables", [])}
+    title = spec["display"]["name"]
+    out = []
+    for label, seconds in RANGES.items():
+        values |= local.builtin_variables(seconds)
+        recorded_total, raw_total, ratios, failed = 0.0, 0.0, [], 0
+        for q in perses.queries(dashboard):
+            query = local.fill_variables(q.promql, values)
+            recorded = timed_range(prom, query, end, seconds)
+            raw = timed_range(prom, inline(query, rules), end, seconds, repeat=2)
+            if recorded is None or raw is None or (recorded[2] and not raw[2]):
+                failed += 1  # the inlined query is not comparable (an error, or it answers nothing)
+                continue
+            recorded_total += recorded[0]
+            raw_total += raw[0]
+            ratios.append(raw[1] / max(recorded[1], 1))  # samples read: the raw query's over the recorded one's
+        lowest = sorted(ratios)[: max(1, len(ratios) // 10)]
+        print(f"  {title} at {label}: recorded {recorded_total * 1e3:.1f} ms, raw {raw_total * 1e3:.1f} ms "
+              f"({raw_total / max(recorded_total, 1e-9):.1f}x); samples read per query: median "
+              f"{statistics.median(ratios):.0f}x, lowest {min(ratios):.1f}x"
+              + (f"; {failed} raw expansions not comparable" if failed else ""), flush=True)  # fmt: skip
+        out.append(Figure(f"{title}, {len(ratios)} queries at {label}: recorded / raw, evaluation time",
+                          f"{recorded_total * 1e3:.1f} ms / {raw_total * 1e3:.1f} ms "
+                          f"({raw_total / max(recorded_total, 1e-9):.0f}x)",
+                          "< 200 ms in all at 24 h" if label == "24h" else "",
+                          recorded_total < 0.2 if label == "24h" else None))  # fmt: skip
+        out.append(Figure(f"{title} at {label}: samples read, raw / recorded, per query",
+                          f"median {statistics.median(ratios):.0f}x, lowest {min(ratios):.1f}x "
+                          f"(lowest tenth: {', '.join(f'{r:.1f}x' for r in lowest)})",
+                          "each ≥ 10x", min(ratios) >= 10))  # fmt: skip
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=5, help="the emulator's --scale (more series)")
+    args = parser.parse_args()
+    for figure in run(args.scale):
+        print(figure)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
