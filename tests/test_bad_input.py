@@ -99,7 +99,8 @@ KINDS = sorted({r.kind for r in reflectors()}, key=str)
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=str)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples every run, so CI is repeatable; raise max_examples locally to search wider.
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_arbitrary_objects_never_escape_or_break_the_exposition(kind: ResourceKind, data: st.DataObject) -> None:
     store = Store(catalogue.FAMILIES)
