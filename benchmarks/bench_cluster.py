@@ -39,29 +39,23 @@ from benchmarks import synthetic
 from benchmarks.bench_scrape import SameSeriesCollector, http_scrapes, pct
 from benchmarks.results import Figure
 from exporter import catalogue, config
-from exporter.cli import SOURCES
+from exporter.cli import cluster_sources
 from exporter.emulator.apiserver import ApiServer, kubeconfig_for
 from exporter.emulator.selectors import parse_selectors
 from exporter.health import HealthRegistry
-from exporter.kube import KubeAccess, KubeClient, ResourceKind, load_configuration
+from exporter.kube import KubeClient, ResourceKind, load_configuration, offline_client
 from exporter.pack import local
+from exporter.pack.gpu_check import resident_bytes
 from exporter.server import make_app
 from exporter.sources import WatchSource
 from exporter.store import Store
 from exporter.watch import NamespaceScope, Reflector, WatchSettings
 
 
-class _NoAPI:
-    host = "http://127.0.0.1:1"
-    verify_ssl = True
-    tls_server_name = None
-
-
 def sources(store: Store, client: KubeClient | None = None) -> list[WatchSource]:
-    client = client or KubeClient(KubeAccess(_NoAPI()))
-    options = config.load(["--limits.series-per-source", "0"], environ={})
-    return [cls(store, HealthRegistry("cluster"), client, NamespaceScope(), WatchSettings(), options)
-            for cls in SOURCES.values()]  # fmt: skip
+    options = config.load(["--limits.series-per-source", "0"], environ={})  # the benchmark counts every series
+    return cluster_sources(store, HealthRegistry("cluster"), client or offline_client(), NamespaceScope(),
+                           WatchSettings(), options)  # fmt: skip
 
 
 def routes(srcs: list[WatchSource]) -> dict[ResourceKind, list[tuple[Reflector, Callable[[dict[str, Any]], bool]]]]:
@@ -84,8 +78,7 @@ def ingest(table: dict[ResourceKind, list[tuple[Reflector, Callable[[dict[str, A
 
 
 def rss() -> int:
-    with open("/proc/self/status", encoding="ascii") as handle:
-        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmRSS:"))
+    return resident_bytes(os.getpid())
 
 
 def _memory(factor: float, conn: Connection) -> None:

@@ -38,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.results import Figure
 from exporter.exposition import escape_label_value, format_value
-from exporter.pack import DASHBOARDS_DIR, ROOT, local, perses
+from exporter.pack import DASHBOARDS_DIR, generate, local, perses
 
 STEP = 300  # seconds between samples
 DAY = 86400
@@ -105,11 +105,8 @@ def write_openmetrics(series: list[Series], path: Path, start: int, end: int) ->
 
 def rule_levels() -> list[list[dict[str, str]]]:
     """Every recording rule, windows widened to 15 min, grouped by how many recorded series deep it reads."""
-    rules: dict[str, str] = {}
-    for path in sorted((ROOT / "recording_rules").glob("*.rules.yaml")):
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                rules[rule["record"]] = re.sub(r"\[(\d+)([sm])\]", _widen, rule["expr"])
+    rules = {rule["record"]: re.sub(r"\[(\d+)([sm])\]", _widen, rule["expr"])
+             for group in generate.rule_groups() for rule in group["rules"]}  # fmt: skip
     level: dict[str, int] = {}
 
     def depth(record: str, seen: tuple[str, ...] = ()) -> int:

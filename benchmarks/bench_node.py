@@ -10,7 +10,6 @@ loop: the floor any agent written in Python pays. Prints p50/p99 against the DES
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import platform
 import statistics
@@ -39,13 +38,9 @@ def main() -> int:
 def run(gpus: int = 8, polls_: int = 500, steady: float = 60) -> list[Figure]:
     args = argparse.Namespace(gpus=gpus, polls=polls_, steady=steady)
     workdir = Path(tempfile.mkdtemp(prefix="bench-node-"))
-    library = stub.build(workdir / "stub")
-    conf = workdir / "nvml.conf"
     script = gpu_check.stub_script(args.gpus)
     script.gpus[-1].mig = []  # 8 whole GPUs, as §7 counts them
-    script.write(conf)
-    os.environ["NVML_STUB_CONFIG"] = str(conf)
-    ctypes.CDLL(str(library / stub.LIBRARY))
+    library, conf = stub.load_in_process(workdir, script)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
 
     polls, devices = gpu_check.poll_cpu_seconds(args.polls)

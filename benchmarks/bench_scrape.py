@@ -36,7 +36,7 @@ from benchmarks.results import Figure
 from exporter import catalogue
 from exporter.emulator.scenario import v1_job
 from exporter.health import HealthRegistry
-from exporter.kube import KubeAccess, KubeClient
+from exporter.kube import offline_client
 from exporter.server import make_app
 from exporter.sources.training import V1_KINDS, TrainingSource
 from exporter.store import Store
@@ -45,18 +45,12 @@ from exporter.watch import NamespaceScope, WatchSettings
 STATES = ("running", "succeeded", "failed", "pending", "restarting")
 
 
-class _UnusedConfiguration:
-    host = "http://127.0.0.1:1"
-    verify_ssl = True
-    tls_server_name = None
-
-
 def fill_store(jobs: int) -> tuple[Store, list[dict[str, Any]]]:
     store = Store(catalogue.FAMILIES)
     source = TrainingSource(
         store,
         HealthRegistry("cluster"),
-        KubeClient(KubeAccess(_UnusedConfiguration())),
+        offline_client(),
         NamespaceScope(),
         WatchSettings(),
     )

@@ -128,11 +128,23 @@ async def run_cluster(cfg: config.Config, kube_access: KubeAccess) -> None:
         )
         scope.ready = namespace_reflector.synced  # sources start once the namespace set is known
         tasks.append(asyncio.create_task(namespace_reflector.run()))
-    sources = [SOURCES[name](store, registry, client, scope, settings, cfg) for name in cfg.sources]
+    sources = cluster_sources(store, registry, client, scope, settings, cfg)
     try:
         await _run(cfg, store, registry, [*tasks, *(source.run() for source in sources)], client.host, client)
     finally:
         await client.close()
+
+
+def cluster_sources(
+    store: Store,
+    registry: HealthRegistry,
+    client: KubeClient,
+    scope: NamespaceScope,
+    settings: WatchSettings,
+    cfg: config.Config,
+) -> list[WatchSource]:
+    """The sources `cfg.sources` names, in the order the catalogue lists them."""
+    return [SOURCES[name](store, registry, client, scope, settings, cfg) for name in cfg.sources]
 
 
 async def _run(

@@ -97,16 +97,17 @@ def _seconds(minimum: float) -> Callable[[str], float]:
     return parse
 
 
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{value!r} is not a positive integer")
-    return int(value)
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isdigit() or int(value) < minimum:
+            raise ValueError(f"{value!r} is not {'a positive integer' if minimum else 'a whole number'}")
+        return int(value)
+
+    return parse
 
 
-def _nonnegative_int(value: str) -> int:
-    if not value.isdigit():
-        raise ValueError(f"{value!r} is not a whole number")
-    return int(value)
+_positive_int = _whole(1)
+_nonnegative_int = _whole(0)
 
 
 def _shard(value: str) -> int:

@@ -253,3 +253,16 @@ class KubeClient:
                         yield orjson.loads(line)
             if buffer.strip():
                 yield orjson.loads(buffer)
+
+
+class _Offline:
+    """A client configuration that is never used to connect."""
+
+    host = "http://127.0.0.1:1"
+    verify_ssl = True
+    tls_server_name = None
+
+
+def offline_client() -> KubeClient:
+    """A client for sources driven directly (tests, benchmarks): no request is ever made."""
+    return KubeClient(KubeAccess(_Offline()))

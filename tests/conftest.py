@@ -31,7 +31,7 @@ from exporter.emulator.scenario import (
     training_scenario,
 )
 from exporter.health import HealthRegistry
-from exporter.kube import KubeAccess, KubeClient, ResourceKind, load_configuration
+from exporter.kube import KubeClient, ResourceKind, load_configuration, offline_client
 from exporter.pack import DASHBOARDS_DIR, perses
 from exporter.pack import local as harness
 from exporter.sources.training import PODS, TRAINJOB, V1_KINDS, TrainingSource
@@ -199,16 +199,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     platform_scenario()[1])  # fmt: skip
 
 
-class _NoAPI:
-    """A client configuration for sources driven directly in tests: no request is ever made."""
-
-    host = "http://127.0.0.1:1"
-    verify_ssl = True
-    tls_server_name = None
-
-
 def unused_client() -> KubeClient:
-    return KubeClient(KubeAccess(_NoAPI()))
+    return offline_client()
 
 
 def series_values(store: Store, family: str) -> dict[str, float]:

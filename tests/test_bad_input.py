@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import catalogue, config
-from exporter.cli import SOURCES
+from exporter.cli import SOURCES, cluster_sources
 from exporter.emulator import scenario
 from exporter.health import HealthRegistry
 from exporter.kube import ResourceKind
@@ -47,9 +47,8 @@ def fixtures() -> dict[ResourceKind, list[dict[str, Any]]]:
 
 
 def sources(store: Store) -> list[WatchSource]:
-    options = config.defaults()
-    return [cls(store, HealthRegistry("cluster"), unused_client(), NamespaceScope(), WatchSettings(), options)
-            for cls in SOURCES.values()]  # fmt: skip
+    return cluster_sources(store, HealthRegistry("cluster"), unused_client(), NamespaceScope(), WatchSettings(),
+                           config.defaults())  # fmt: skip
 
 
 def reflectors() -> list[Reflector]:

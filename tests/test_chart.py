@@ -139,18 +139,14 @@ def test_values_schema_rejects_typos_and_bad_values(values: dict[str, Any], key:
 
 def watched_resources() -> set[tuple[str, str]]:
     """(API group, resource) of every reflector every cluster source starts, with all sources on."""
-    from exporter.cli import SOURCES
+    from exporter.cli import cluster_sources
     from exporter.health import HealthRegistry
     from exporter.store import Store
     from exporter.watch import NamespaceScope, WatchSettings
 
-    out = set()
-    options = config.defaults()
-    for source_type in SOURCES.values():
-        source = source_type(Store(()), HealthRegistry("cluster"), unused_client(), NamespaceScope(),
-                             WatchSettings(), options)  # fmt: skip
-        out |= {(r.kind.group, r.kind.plural) for r in source.reflectors}
-    return out
+    sources = cluster_sources(Store(()), HealthRegistry("cluster"), unused_client(), NamespaceScope(),
+                              WatchSettings(), config.defaults())  # fmt: skip
+    return {(r.kind.group, r.kind.plural) for source in sources for r in source.reflectors}
 
 
 def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str]]:

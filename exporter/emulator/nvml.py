@@ -9,6 +9,7 @@ agent runs.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import hashlib
 import os
@@ -119,6 +120,17 @@ class StubNvml:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(self.render())
         os.replace(tmp, path)
+
+
+def load_in_process(directory: Path, script: StubNvml) -> tuple[Path, Path]:
+    """Build the stub, script it, and load it into this process, so that pynvml's own
+    `CDLL("libnvidia-ml.so.1")` finds it (by its soname). Returns (library dir, script file)."""
+    library = build(directory / "stub")
+    config = directory / "nvml.conf"
+    script.write(config)
+    os.environ["NVML_STUB_CONFIG"] = str(config)
+    ctypes.CDLL(str(library / LIBRARY))
+    return library, config
 
 
 def environment(library_dir: Path, config: Path) -> dict[str, str]:

@@ -53,13 +53,11 @@ def add_traffic_waves(api: ApiServer, period: float, rng: random.Random) -> None
             api.apply(KINDS["Pod"], pod)
 
 
-def _workbench(step: str, idle_since: float) -> list[dict[str, Any]]:
+def _workbench(step: str, idle_since: float) -> dict[str, Any]:
     kernels = [{"state": "busy", "ago": 0}] if step == "busy" else [{"state": "idle", "ago": idle_since}]
-    return [
-        notebook("team-a", "demo-wb", state="stopped" if step == "culled" else "running", user="dana",
-                 requests={"cpu": "2", "memory": "8Gi"}, kernels=kernels, culler_activity=idle_since,
-                 stopped=0 if step == "culled" else None),
-    ]  # fmt: skip
+    return notebook("team-a", "demo-wb", state="stopped" if step == "culled" else "running", user="dana",
+                    requests={"cpu": "2", "memory": "8Gi"}, kernels=kernels, culler_activity=idle_since,
+                    stopped=0 if step == "culled" else None)  # fmt: skip
 
 
 async def workbench(api: ApiServer, interval: float) -> None:
@@ -70,8 +68,7 @@ async def workbench(api: ApiServer, interval: float) -> None:
         step = CYCLE[step_no % len(CYCLE)]
         if step == "busy":
             idle_from = loop.time()
-        for obj in _workbench(step, loop.time() - idle_from):
-            api.apply(scenario.NOTEBOOK_KIND, obj)
+        api.apply(scenario.NOTEBOOK_KIND, _workbench(step, loop.time() - idle_from))
         if step == "culled":
             api.delete(KINDS["Pod"], "team-a", "demo-wb-0")
         elif api.get(KINDS["Pod"], "team-a", "demo-wb-0") is None:

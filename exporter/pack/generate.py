@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -54,7 +55,7 @@ def metrics_doc() -> str:
     return "\n".join(lines) + "\n"
 
 
-def rule_groups() -> list[dict[str, object]]:
+def rule_groups() -> list[dict[str, Any]]:
     return [g for path in rule_files() for g in yaml.safe_load(path.read_text())["groups"]]
 
 

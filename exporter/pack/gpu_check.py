@@ -15,7 +15,6 @@ import argparse
 import array
 import asyncio
 import contextlib
-import ctypes
 import os
 import statistics
 import sys
@@ -181,10 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     library: Path | None = None
     conf = workdir / "nvml.conf"
     if args.stub is not None:
-        library = stub.build(workdir / "stub")
-        stub_script(args.stub).write(conf)
-        os.environ["NVML_STUB_CONFIG"] = str(conf)
-        ctypes.CDLL(str(library / stub.LIBRARY))  # pynvml's CDLL("libnvidia-ml.so.1") now finds the stub
+        library, conf = stub.load_in_process(workdir, stub_script(args.stub))
     print(f"NVML library: {'stub (' + str(args.stub) + ' GPUs)' if library else 'the driver (libnvidia-ml.so.1)'}")
     problems: list[str] = []
     with local.node_agent(workdir, conf, workdir / "no-kubelet.sock", library_dir=library, node="gpu-check",

@@ -36,16 +36,16 @@ def free_port() -> int:
 
 
 def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return http_request(url, headers=headers, timeout=timeout)
 
 
-def http_request(url: str, data: bytes | None = None, method: str = "GET", timeout: float = 10.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+def http_request(
+    url: str, data: bytes | None = None, method: str = "GET", headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, bytes]:  # fmt: skip
+    """(status, body); an HTTP error status is an answer, not an exception. Bodies are JSON."""
+    headers = {**({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()

@@ -93,6 +93,7 @@ class Device:
     mig_enabled: bool = False  # a physical GPU in MIG mode: memory is reported by its MIG devices
     unsupported: set[str] = field(default_factory=set)
     stuck: Batch | None = None  # an abandoned batch whose read of this device had not returned
+    info: str = ""  # its ml_gpu_info line, rendered once per initialisation
     down: str = ""  # why the device is down ("lost", "timeout", "error"), or ""
 
     @property
@@ -277,8 +278,7 @@ class XidListener:
     def __init__(self, devices: list[Device]) -> None:
         self.counts: Counter[tuple[str, int]] = Counter()
         self._lock = threading.Lock()
-        self._by_handle = {_handle_key(d.handle): d.uuid for d in devices if not d.is_mig}
-        self._devices = [d for d in devices if not d.is_mig]
+        self.rebind(devices)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -293,6 +293,7 @@ class XidListener:
             self._thread.join(timeout=5)
 
     def rebind(self, devices: list[Device]) -> None:
+        """The devices (new handles) of a fresh NVML initialisation."""
         self._by_handle = {_handle_key(d.handle): d.uuid for d in devices if not d.is_mig}
         self._devices = [d for d in devices if not d.is_mig]
 
@@ -382,16 +383,16 @@ class GpuSource:
             if known is not None and known.hung:
                 continue  # it comes back when its read returns
             device.down = ""
+            device.info = self.nvml.info(device)
             self.devices[device.uuid] = device
-            self.store.put(self._key(device), {c.GPU_INFO: self.nvml.info(device)})
+            self.store.put(self._key(device), {c.GPU_INFO: device.info})
         if not found:
             log.error("NVML found no GPU on this node; serving self metrics only")
         if self.xids is None:
             self.xids = XidListener(list(self.devices.values()))
-            self.xids.start()
         else:
             self.xids.rebind(list(self.devices.values()))
-            self.xids.start()
+        self.xids.start()
         self.health.up = bool(found)
         self.health.synced = True
         log.info("NVML %s: %d device(s) %s", self.nvml.driver, len(found), ", ".join(d.uuid for d in found))
@@ -472,7 +473,7 @@ class GpuSource:
 
     def _render(self, device: Device, readings: dict[Family, str]) -> dict[Family, str]:
         labels = (self.nvml.node, device.gpu, device.uuid)
-        rendered = {c.GPU_INFO: self.nvml.info(device), c.GPU_UP: c.GPU_UP.sample(labels, 0 if device.down else 1)}
+        rendered = {c.GPU_INFO: device.info, c.GPU_UP: c.GPU_UP.sample(labels, 0 if device.down else 1)}
         if self.xids is not None and not device.is_mig:
             rendered[c.GPU_XID_ERRORS] = "".join(
                 c.GPU_XID_ERRORS.sample((*labels, str(code)), n) for code, n in self.xids.snapshot(device.uuid)
