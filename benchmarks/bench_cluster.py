@@ -81,7 +81,7 @@ def rss() -> int:
     return resident_bytes(os.getpid())
 
 
-def _memory(factor: float, conn: Connection) -> None:
+def _memory(factor: float, trace: bool, conn: Connection) -> None:
     objs = synthetic.cluster(factor)
     raw = [(k, orjson.dumps(o)) for k, o in objs]  # what a list response carries, parsed one by one
     del objs
@@ -89,24 +89,31 @@ def _memory(factor: float, conn: Connection) -> None:
     store = Store(catalogue.FAMILIES)
     table = routes(sources(store))
     gc.collect()
-    before_rss = rss()
-    tracemalloc.start()
+    before = rss()
+    if trace:
+        tracemalloc.start()
     tracked = 0
     for kind, body in raw:
         tracked += bool(ingest(table, kind, orjson.loads(body)))
     gc.collect()
-    traced = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    gc.collect()
-    conn.send((tracked, rss() - before_rss, traced, store.series_count()))
+    conn.send((tracked, tracemalloc.get_traced_memory()[0] if trace else rss() - before, store.series_count()))
+
+
+def _in_fresh_process(factor: float, trace: bool) -> tuple[int, int, int]:
+    context = multiprocessing.get_context("fork")
+    parent, child = context.Pipe()
+    proc = context.Process(target=_memory, args=(factor, trace, child))
+    proc.start()
+    answer: tuple[int, int, int] = parent.recv()
+    proc.join(60)
+    return answer
 
 
 def memory_per_object(factor: float) -> list[Figure]:
-    parent, child = multiprocessing.get_context("fork").Pipe()
-    proc = multiprocessing.get_context("fork").Process(target=_memory, args=(factor, child))
-    proc.start()
-    tracked, rss_delta, traced, series = parent.recv()
-    proc.join(60)
+    # RSS and tracemalloc in separate processes: tracemalloc's own bookkeeping (a trace per live
+    # block) would otherwise count as the exporter's resident memory.
+    tracked, rss_delta, series = _in_fresh_process(factor, trace=False)
+    _, traced, _ = _in_fresh_process(factor, trace=True)
     print(f"memory: {tracked:,} objects tracked, {series:,} series; RSS +{rss_delta / 2**20:.1f} MiB "
           f"({rss_delta / tracked:,.0f} B/object), "
           f"tracemalloc {traced / 2**20:.1f} MiB ({traced / tracked:,.0f} B/object)")  # fmt: skip

@@ -334,16 +334,28 @@ def variables_in(text: str) -> set[str]:
 class Query:
     panel: str
     promql: str
+    instant: bool = False  # Perses sends it to /api/v1/query at the range's end, not as a range query
 
 
 def queries(obj: dict[str, Any]) -> list[Query]:
     out = []
     for key, panel in (dashboard_spec(obj).get("panels") or {}).items():
+        instant = _instant(((panel.get("spec") or {}).get("plugin")) or {})
         for q in (panel.get("spec") or {}).get("queries") or []:
-            promql = (((q.get("spec") or {}).get("plugin") or {}).get("spec") or {}).get("query")
+            spec = ((q.get("spec") or {}).get("plugin") or {}).get("spec") or {}
+            promql = spec.get("query")
             if isinstance(promql, str):
-                out.append(Query(key, promql))
+                out.append(Query(key, promql, spec.get("instant", instant) is True))
     return out
+
+
+def _instant(plugin: dict[str, Any]) -> bool:
+    """Perses's rule: TimeSeriesTable asks for instant vectors, and so does Table unless one of its
+    columns embeds a panel plugin (a sparkline needs the range); every chart asks for a range."""
+    if plugin.get("kind") == "TimeSeriesTable":
+        return True
+    columns = (plugin.get("spec") or {}).get("columnSettings") or []
+    return plugin.get("kind") == "Table" and not any(isinstance(c, dict) and c.get("plugin") for c in columns)
 
 
 def check(obj: Any, recorded: set[str], allowed_raw: Iterable[str] = ()) -> list[str]:
