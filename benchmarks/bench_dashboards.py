@@ -252,6 +252,20 @@ def _query(tmp: Path, end: int, figures: list[Figure], verbose: bool) -> list[Fi
     return figures
 
 
+NOTE = """\
+How to read the samples-read ratios. A query over an aggregating recorded series (per cluster,
+namespace or status) replaces a raw query that reads every series aggregated; that is where the
+rules pay, and where §7's "each ≥ 10x" is measured. A query over per-object recorded series (one
+per job, notebook, run, step, model version, node or component) replaces a raw query that reads
+only that object's own few raw series: a job's state-set, its start and completion times, a
+component's one readiness gauge. A recorded series cannot be read in fewer than one sample per step,
+so the ratio there is the object's fan-in (1x to 3x for those inputs); it is reported, and cannot
+reach 10x by recording. Range queries here use about 200 steps; Perses derives the step from the
+panel's width (about 2 min at 24 h for a third-width panel), so a real load reads up to 3.6x the
+samples of both kinds alike. "Not comparable" queries read series the harvest does not hold (a
+metric no simulated target exposes, a histogram with no observations yet).
+"""
+
 # Labels that name one object. A recorded series whose level (the part of its name before the
 # first colon) holds one of them keeps a series per object: per job, notebook, run, model, node.
 OBJECT_KEYS = ("job_name", "notebook", "run_id", "model", "pod", "node", "component", "deployment", "dspa", "source")

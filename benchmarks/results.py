@@ -38,7 +38,7 @@ def machine() -> str:
     )
 
 
-def write(sections: dict[str, list[Figure]], seconds: float) -> None:
+def write(sections: dict[str, list[Figure]], seconds: float, notes: dict[str, str] | None = None) -> None:
     lines = [
         "# Benchmark results",
         "",
@@ -54,4 +54,6 @@ def write(sections: dict[str, list[Figure]], seconds: float) -> None:
             met = "" if f.met is None else ("met" if f.met else "**not met**")
             lines.append(f"| {f.what} | {f.value} | {f.target} | {met} |")
         lines.append("")
+        if notes and section in notes:
+            lines += [notes[section], ""]
     RESULTS.write_text("\n".join(lines))
