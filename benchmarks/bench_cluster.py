@@ -81,11 +81,12 @@ def rss() -> int:
     return resident_bytes(os.getpid())
 
 
-def _memory(factor: float, trace: bool, conn: Connection) -> None:
-    objs = synthetic.cluster(factor)
-    raw = [(k, orjson.dumps(o)) for k, o in objs]  # what a list response carries, parsed one by one
-    del objs
-    gc.collect()
+def _memory(dump: str, trace: bool, conn: Connection) -> None:
+    # What list responses carry, parsed one by one. The process never built the synthetic objects,
+    # so no freed heap of theirs is there to be reused and hide the store's growth.
+    kinds = {k.kind: k for k, _ in synthetic.cluster(0.0001)}
+    with open(dump, "rb") as handle:
+        raw = [(kinds[line[: line.index(b" ")].decode()], line[line.index(b" ") + 1 :]) for line in handle]
     store = Store(catalogue.FAMILIES)
     table = routes(sources(store))
     gc.collect()
@@ -99,10 +100,10 @@ def _memory(factor: float, trace: bool, conn: Connection) -> None:
     conn.send((tracked, tracemalloc.get_traced_memory()[0] if trace else rss() - before, store.series_count()))
 
 
-def _in_fresh_process(factor: float, trace: bool) -> tuple[int, int, int]:
-    context = multiprocessing.get_context("fork")
+def _in_fresh_process(dump: str, trace: bool) -> tuple[int, int, int]:
+    context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    proc = context.Process(target=_memory, args=(factor, trace, child))
+    proc = context.Process(target=_memory, args=(dump, trace, child))
     proc.start()
     answer: tuple[int, int, int] = parent.recv()
     proc.join(60)
@@ -112,8 +113,12 @@ def _in_fresh_process(factor: float, trace: bool) -> tuple[int, int, int]:
 def memory_per_object(factor: float) -> list[Figure]:
     # RSS and tracemalloc in separate processes: tracemalloc's own bookkeeping (a trace per live
     # block) would otherwise count as the exporter's resident memory.
-    tracked, rss_delta, series = _in_fresh_process(factor, trace=False)
-    _, traced, _ = _in_fresh_process(factor, trace=True)
+    with tempfile.NamedTemporaryFile("wb", suffix=".objects") as dump:
+        for kind, obj in synthetic.cluster(factor):
+            dump.write(kind.kind.encode() + b" " + orjson.dumps(obj) + b"\n")
+        dump.flush()
+        tracked, rss_delta, series = _in_fresh_process(dump.name, trace=False)
+        _, traced, _ = _in_fresh_process(dump.name, trace=True)
     print(f"memory: {tracked:,} objects tracked, {series:,} series; RSS +{rss_delta / 2**20:.1f} MiB "
           f"({rss_delta / tracked:,.0f} B/object), "
           f"tracemalloc {traced / 2**20:.1f} MiB ({traced / tracked:,.0f} B/object)")  # fmt: skip
