@@ -41,6 +41,7 @@ from benchmarks.results import Figure
 from exporter import catalogue, config
 from exporter.cli import cluster_sources
 from exporter.emulator.apiserver import ApiServer, kubeconfig_for
+from exporter.emulator.scenario import KINDS
 from exporter.emulator.selectors import parse_selectors
 from exporter.health import HealthRegistry
 from exporter.kube import KubeClient, ResourceKind, load_configuration, offline_client
@@ -81,12 +82,17 @@ def rss() -> int:
     return resident_bytes(os.getpid())
 
 
-def _memory(dump: str, trace: bool, conn: Connection) -> None:
-    # What list responses carry, parsed one by one. The process never built the synthetic objects,
-    # so no freed heap of theirs is there to be reused and hide the store's growth.
-    kinds = {k.kind: k for k, _ in synthetic.cluster(0.0001)}
-    with open(dump, "rb") as handle:
-        raw = [(kinds[line[: line.index(b" ")].decode()], line[line.index(b" ") + 1 :]) for line in handle]
+def write_objects(objs: synthetic.Objects, path: Path) -> None:
+    """The emulator's --objects file: JSON lines {"kind": ..., "object": ...}."""
+    with path.open("wb") as handle:
+        for kind, obj in objs:
+            handle.write(orjson.dumps({"kind": kind.kind, "object": obj}) + b"\n")
+
+
+def _memory(dump: Path, trace: bool, conn: Connection) -> None:
+    # The lines are what list responses carry, parsed one by one. The process never built the
+    # synthetic objects, so no freed heap of theirs is there to be reused and hide the store's growth.
+    raw = dump.read_bytes().splitlines()
     store = Store(catalogue.FAMILIES)
     table = routes(sources(store))
     gc.collect()
@@ -94,13 +100,14 @@ def _memory(dump: str, trace: bool, conn: Connection) -> None:
     if trace:
         tracemalloc.start()
     tracked = 0
-    for kind, body in raw:
-        tracked += bool(ingest(table, kind, orjson.loads(body)))
+    for line in raw:
+        entry = orjson.loads(line)
+        tracked += bool(ingest(table, KINDS[entry["kind"]], entry["object"]))
     gc.collect()
     conn.send((tracked, tracemalloc.get_traced_memory()[0] if trace else rss() - before, store.series_count()))
 
 
-def _in_fresh_process(dump: str, trace: bool) -> tuple[int, int, int]:
+def _in_fresh_process(dump: Path, trace: bool) -> tuple[int, int, int]:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     proc = context.Process(target=_memory, args=(dump, trace, child))
@@ -113,12 +120,11 @@ def _in_fresh_process(dump: str, trace: bool) -> tuple[int, int, int]:
 def memory_per_object(factor: float) -> list[Figure]:
     # RSS and tracemalloc in separate processes: tracemalloc's own bookkeeping (a trace per live
     # block) would otherwise count as the exporter's resident memory.
-    with tempfile.NamedTemporaryFile("wb", suffix=".objects") as dump:
-        for kind, obj in synthetic.cluster(factor):
-            dump.write(kind.kind.encode() + b" " + orjson.dumps(obj) + b"\n")
-        dump.flush()
-        tracked, rss_delta, series = _in_fresh_process(dump.name, trace=False)
-        _, traced, _ = _in_fresh_process(dump.name, trace=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = Path(tmp) / "objects.jsonl"
+        write_objects(synthetic.cluster(factor), dump)
+        tracked, rss_delta, series = _in_fresh_process(dump, trace=False)
+        _, traced, _ = _in_fresh_process(dump, trace=True)
     print(f"memory: {tracked:,} objects tracked, {series:,} series; RSS +{rss_delta / 2**20:.1f} MiB "
           f"({rss_delta / tracked:,.0f} B/object), "
           f"tracemalloc {traced / 2**20:.1f} MiB ({traced / tracked:,.0f} B/object)")  # fmt: skip
@@ -218,9 +224,7 @@ def cold_start(factor: float) -> list[Figure]:
     jobs = sum(1 for k, _ in objs if k.kind == "PyTorchJob")
     with tempfile.TemporaryDirectory() as tmp:
         dump = Path(tmp) / "objects.jsonl"
-        with dump.open("w") as handle:
-            for kind, obj in objs:
-                handle.write(json.dumps({"kind": kind.kind, "object": obj}) + "\n")
+        write_objects(objs, dump)
         with local.emulator(Path(tmp), "--scenario", "empty", "--objects", str(dump)) as (_, kubeconfig, _):
             port = local.free_port()
             args = [sys.executable, "-m", "exporter", "--kubeconfig", str(kubeconfig), "--web.listen-address",

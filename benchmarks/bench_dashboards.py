@@ -305,9 +305,10 @@ def _dashboard(prom: str, path: Path, rules: dict[str, str], end: int, verbose: 
                 continue
             raw_total += raw[0]
             ratio = raw[1] / max(recorded[1], 1)  # samples read: the raw query's over the recorded one's
-            ratios[per_object(promql)].append(ratio)
+            one_per_object = per_object(promql)
+            ratios[one_per_object].append(ratio)
             if verbose and label == "24h":
-                print(f"    {'i' if instant else 'r'}{'o' if per_object(promql) else 'a'} {recorded[0] * 1e3:6.1f} ms "
+                print(f"    {'i' if instant else 'r'}{'o' if one_per_object else 'a'} {recorded[0] * 1e3:6.1f} ms "
                       f"{recorded[1]:>9,} samples | raw {raw[0] * 1e3:7.1f} ms {raw[1]:>10,} | {ratio:6.1f}x  "
                       f"{promql[:100]}")  # fmt: skip
         every = ratios[True] + ratios[False]
